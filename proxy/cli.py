@@ -1,0 +1,145 @@
+"""The process edge: arguments in, settings out, one exit code.
+
+codex-path-proxy [serve] [--config FILE] [--host HOST] [--port PORT] [--upstream URL]
+                 [--log-level LEVEL] [--log-format FORMAT]
+codex-path-proxy check-config [--config FILE] [...]
+codex-path-proxy rewrite PATH [--config FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from proxy import __version__
+from proxy.log import configure_logging
+from proxy.rules import Rule, rewrite
+from proxy.server import StartupError, serve
+from proxy.settings import (
+    CONFIG_ENV,
+    FLAGS,
+    ConfigError,
+    Settings,
+    Sourced,
+    key_type,
+    keys,
+    load_settings,
+)
+
+PROG = "codex-path-proxy"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"TOML settings file (default: ${CONFIG_ENV}, else none)",
+    )
+    options = argparse.ArgumentParser(add_help=False, parents=[config])
+    for flag, (section, key) in FLAGS.items():
+        spec = keys(section)[key]
+        options.add_argument(
+            flag,
+            dest=flag,
+            type=key_type(section, key),
+            choices=spec.metadata["choices"] or None,
+            metavar=key.upper() if not spec.metadata["choices"] else None,
+            default=argparse.SUPPRESS,
+            help=f"{section}.{key}: {spec.metadata['why']} (default: {spec.default})",
+        )
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[options],
+        description="Local reverse proxy that rewrites retired chatgpt.com /backend-api/responses "
+        "paths to /backend-api/codex/responses and forwards everything else unchanged.",
+        epilog="Settings: defaults < TOML file < CODEX_PATH_PROXY_<SECTION>_<KEY> < flags. "
+        "Run 'check-config' to see the effective values and where each came from.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", parents=[options], help="run the proxy (the default)")
+    commands.add_parser(
+        "check-config",
+        parents=[options],
+        help="print the effective settings and where each came from",
+    )
+    rewrite_parser = commands.add_parser(
+        "rewrite", parents=[config], help="show what a path (with its query) is rewritten to"
+    )
+    rewrite_parser.add_argument(
+        "path", metavar="PATH", help="a raw request path, e.g. /backend-api/responses?x=1"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    given = vars(args)
+    flags = {flag: given[flag] for flag in FLAGS if flag in given}
+    try:
+        settings, sources = load_settings(
+            config_file=given.get("config"), environ=os.environ, flags=flags
+        )
+    except ConfigError as exc:
+        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(describe(sources))
+        return 0
+    if args.command == "rewrite":
+        print(explain(settings, args.path))
+        return 0
+    configure_logging(settings.log.level, settings.log.format)
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
+    raise SystemExit(main())
+
+
+def describe(sources: Sourced) -> str:
+    """Every effective setting, TOML-style, with the source it came from."""
+    lines = []
+    for (section, key), value in sources.items():
+        if isinstance(value.value, tuple) and value.value and isinstance(value.value[0], Rule):
+            lines.append(f"{section}.{key} = [  # {value.source}")
+            lines.extend(f"  {_rule(rule)}," for rule in value.value)
+            lines.append("]")
+        else:
+            lines.append(f"{section}.{key} = {_toml(value.value)}  # {value.source}")
+    return "\n".join(lines)
+
+
+def explain(settings: Settings, target: str) -> str:
+    result = rewrite(settings.rewrite.active, target)
+    if result.rule is None:
+        return f"{target}\nunchanged: no rule matches"
+    return f"{result.target}\nrule {_rule(result.rule)}"
+
+
+def _rule(rule: Rule) -> str:
+    fields = {"name": rule.name, "kind": str(rule.kind), "match": rule.match, "target": rule.target}
+    return "{ " + ", ".join(f"{key} = {_toml(value)}" for key, value in fields.items()) + " }"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    return str(value)

@@ -1,0 +1,22 @@
+"""The proxy's own endpoints under the reserved /_proxy/ prefix: answered here, never forwarded."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.errors import error_response
+
+PREFIX = "/_proxy/"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error_response(404, "not_found", f"{PREFIX} is reserved for the proxy's own endpoints")
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get(PREFIX + "healthz", healthz, allow_head=True)
+    router.add_route("*", PREFIX + "{tail:.*}", not_found)

@@ -1,0 +1,86 @@
+"""Header filtering for one hop: what is end-to-end passes, what is per-connection stays.
+
+Headers are (name, value) pairs in wire order; names keep their case, repeats stay
+repeats. Nothing here adds a header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+Pairs = list[tuple[str, str]]
+
+# RFC 9110 §7.6.1, plus Proxy-Authorization (meant for a proxy, never the origin).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Expect is answered by this hop (100 Continue) and never repeated upstream.
+REQUEST_ONLY = frozenset({"expect"})
+
+
+def connection_listed(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Names the sender declared hop-by-hop in its Connection header(s)."""
+    return frozenset(
+        token.strip().lower()
+        for name, value in pairs
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    )
+
+
+def end_to_end(pairs: Iterable[tuple[str, str]], *, request: bool) -> Pairs:
+    """The pairs that travel to the next hop, in order, with case and repeats kept."""
+    pairs = list(pairs)
+    drop = HOP_BY_HOP | connection_listed(pairs)
+    if request:
+        drop |= REQUEST_ONLY
+    return [(name, value) for name, value in pairs if name.lower() not in drop]
+
+
+class HeaderNotUTF8Error(ValueError):
+    """A header aiohttp's writer cannot reproduce byte for byte (it drops invalid UTF-8)."""
+
+    def __init__(self, name: bytes) -> None:
+        super().__init__(f"header {name.decode('ascii', 'replace')!r} is not valid UTF-8")
+
+
+def decode(raw: Iterable[tuple[bytes, bytes]]) -> Pairs:
+    """Wire bytes to text; raise HeaderNotUTF8Error rather than forward an altered header."""
+    pairs: Pairs = []
+    for name, value in raw:
+        try:
+            pairs.append((name.decode("ascii"), value.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise HeaderNotUTF8Error(name) from None
+    return pairs
+
+
+def value_of(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of a header, matched case-insensitively."""
+    lowered = name.lower()
+    return next((value for key, value in pairs if key.lower() == lowered), None)
+
+
+def with_host(pairs: Pairs, host: str) -> Pairs:
+    """One Host naming the upstream, where the client's first Host stood (else first)."""
+    out: Pairs = []
+    seen = False
+    for name, value in pairs:
+        if name.lower() != "host":
+            out.append((name, value))
+        elif not seen:
+            out.append((name, host))
+            seen = True
+    if not seen:
+        out.insert(0, ("Host", host))
+    return out

@@ -1,0 +1,85 @@
+"""The running process: bind, serve until SIGTERM or SIGINT, drain, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from aiohttp import http_parser, web
+
+from proxy import __version__
+from proxy.app import create_app
+from proxy.settings import Settings, is_loopback
+
+
+class StartupError(Exception):
+    """The proxy cannot start; the message says why and what to do."""
+
+
+def check_parser() -> None:
+    """Refuse the pure-Python HTTP parser: it has a history of request-smuggling bugs."""
+    if http_parser.HttpRequestParser.__module__ != "aiohttp._http_parser":
+        raise StartupError(
+            "aiohttp's C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS is set, or the "
+            "aiohttp wheel for this platform lacks it); the pure-Python parser has a history "
+            "of request-smuggling bugs. Unset AIOHTTP_NO_EXTENSIONS or reinstall aiohttp "
+            "from a binary wheel."
+        )
+
+
+async def serve(settings: Settings) -> None:
+    check_parser()
+    log = structlog.get_logger("proxy")
+    runner = web.AppRunner(
+        create_app(settings),
+        handle_signals=False,
+        # In-flight streams get this long after SIGTERM before they are cancelled.
+        shutdown_timeout=settings.shutdown.grace,
+        # The canonical request line replaces aiohttp's access log.
+        access_log=None,
+        # A zstd or gzip body is forwarded as bytes, never inflated (or refused) here.
+        auto_decompress=False,
+        # A client that leaves cancels its upstream request at once.
+        handler_cancellation=True,
+        max_line_size=settings.limits.max_header_size,
+        max_field_size=settings.limits.max_header_size,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.listen.host, settings.listen.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {settings.listen.host}:{settings.listen.port}: {exc.strerror}"
+            ) from None
+        addresses = [_address(sockname) for sockname in runner.addresses]
+        log.info(
+            "listening",
+            version=__version__,
+            address=addresses[0] if len(addresses) == 1 else addresses,
+            upstream=settings.upstream.url,
+            rules=[rule.name for rule in settings.rewrite.active],
+        )
+        if not is_loopback(settings.listen.host):
+            log.warning(
+                "listening beyond this machine: bearer tokens and conversations cross this "
+                "port; anyone who can reach it can use the tokens sent through it",
+                host=settings.listen.host,
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down", grace_s=settings.shutdown.grace)
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def _address(sockname: object) -> str:
+    assert isinstance(sockname, tuple)
+    host, port = sockname[0], sockname[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

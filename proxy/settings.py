@@ -1,0 +1,314 @@
+"""Settings, parsed once at the edge: defaults < TOML file < environment < flags.
+
+Every key is a field of a frozen section dataclass; its metadata carries the one-line
+"why" that `--help`, `check-config` and `config/default.toml` show. Nothing outside
+this module reads files or the environment for settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+from proxy.rules import DEFAULT_RULES, Rule
+
+ENV_PREFIX = "CODEX_PATH_PROXY_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def setting(default: Any, why: str, *, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"why": why, "choices": choices})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listen:
+    host: str = setting("127.0.0.1", "loopback only: requests carry bearer tokens")
+    port: int = setting(8780, "where clients point their base URL; 0 takes a free port")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upstream:
+    url: str = setting("https://chatgpt.com", "the only origin ever contacted")
+    connect_timeout: float = setting(10.0, "seconds to open a connection (incl. TLS) → 504")
+    idle_timeout: float = setting(
+        300.0, "seconds of upstream silence before giving up; no total limit: streams run long"
+    )
+    pool_size: int = setting(100, "most concurrent upstream connections")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    max_body_size: int = setting(128 * 1024 * 1024, "request bytes accepted; more → 413")
+    max_header_size: int = setting(
+        64 * 1024, "bytes of one header line; JWTs and cookies outgrow aiohttp's 8190"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shutdown:
+    grace: float = setting(30.0, "seconds in-flight streams get to finish after SIGTERM")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log:
+    level: str = setting("info", "least severe level written", choices=LOG_LEVELS)
+    format: str = setting(
+        "auto", "auto: console on a terminal, JSON otherwise", choices=LOG_FORMATS
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rewrite:
+    rules: tuple[Rule, ...] = setting(DEFAULT_RULES, "ordered, first match wins")
+    disabled: tuple[str, ...] = setting((), "names of rules to turn off")
+
+    @property
+    def active(self) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.rules if rule.name not in self.disabled)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    listen: Listen = field(default_factory=Listen)
+    upstream: Upstream = field(default_factory=Upstream)
+    limits: Limits = field(default_factory=Limits)
+    shutdown: Shutdown = field(default_factory=Shutdown)
+    log: Log = field(default_factory=Log)
+    rewrite: Rewrite = field(default_factory=Rewrite)
+
+
+SECTIONS: dict[str, type[Any]] = typing.get_type_hints(Settings)
+
+# Command-line flags that set a key: flag → (section, key).
+FLAGS: dict[str, tuple[str, str]] = {
+    "--host": ("listen", "host"),
+    "--port": ("listen", "port"),
+    "--upstream": ("upstream", "url"),
+    "--log-level": ("log", "level"),
+    "--log-format": ("log", "format"),
+}
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names where it came from and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    value: Any
+    source: str
+
+
+Sourced = dict[tuple[str, str], Value]
+
+
+def keys(section: str) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+
+
+def key_type(section: str, key: str) -> Any:
+    return typing.get_type_hints(SECTIONS[section])[key]
+
+
+def defaults() -> Sourced:
+    base = Settings()
+    return {
+        (section, key): Value(getattr(getattr(base, section), key), "default")
+        for section in SECTIONS
+        for key in keys(section)
+    }
+
+
+def load_settings(
+    *,
+    config_file: str | None,
+    environ: Mapping[str, str],
+    flags: Mapping[str, Any],
+) -> tuple[Settings, Sourced]:
+    """Layer every source and validate; raise ConfigError naming source, key and reason."""
+    values = defaults()
+    path = config_file or environ.get(CONFIG_ENV)
+    if path:
+        values.update(_from_file(Path(path)))
+    values.update(_from_environ(environ))
+    for flag, value in flags.items():
+        section, key = FLAGS[flag]
+        values[section, key] = Value(_coerce(value, section, key, f"flag {flag}"), f"flag {flag}")
+    return _build(values), values
+
+
+def _from_file(path: Path) -> Sourced:
+    where = f"file {path}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    values: Sourced = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: [{section}]: unknown section")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {section}: must be a table")
+        known = keys(section)
+        for key, raw in table.items():
+            if key not in known:
+                raise ConfigError(f"{where}: {section}.{key}: unknown key")
+            values[section, key] = Value(_coerce(raw, section, key, where), where)
+    return values
+
+
+def _from_environ(environ: Mapping[str, str]) -> Sourced:
+    names = {
+        f"{ENV_PREFIX}{section}_{key}".upper(): (section, key)
+        for section in SECTIONS
+        for key in keys(section)
+    }
+    values: Sourced = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        if name not in names:
+            raise ConfigError(f"environment {name}: unknown setting")
+        section, key = names[name]
+        where = f"environment {name}"
+        values[section, key] = Value(
+            _coerce(_parse_env(raw, section, key, where), section, key, where), where
+        )
+    return values
+
+
+def _parse_env(raw: str, section: str, key: str, where: str) -> Any:
+    kind = key_type(section, key)
+    if kind is int:
+        try:
+            return int(raw, 10)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: {section}.{key}: expected an integer, got {raw!r}"
+            ) from None
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{where}: {section}.{key}: expected a number, got {raw!r}") from None
+    if kind == tuple[str, ...]:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if kind == tuple[Rule, ...]:
+        raise ConfigError(f"{where}: {section}.{key}: can only be set in a TOML file")
+    return raw
+
+
+def _coerce(raw: Any, section: str, key: str, where: str) -> Any:
+    """Check one raw value against its key's type; return the typed value."""
+    name = f"{section}.{key}"
+    kind = key_type(section, key)
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = float(raw)
+    if kind in (str, int, float):
+        if not isinstance(raw, kind) or isinstance(raw, bool):
+            raise ConfigError(f"{where}: {name}: expected {_NOUNS[kind]}, got {raw!r}")
+        choices = keys(section)[key].metadata["choices"]
+        if choices and raw not in choices:
+            raise ConfigError(f"{where}: {name}: must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+    if kind == tuple[str, ...]:
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            raise ConfigError(f"{where}: {name}: expected a list of strings, got {raw!r}")
+        return tuple(raw)
+    assert kind == tuple[Rule, ...], kind
+    return _rules(raw, where, name)
+
+
+_NOUNS: dict[type[Any], str] = {str: "a string", int: "an integer", float: "a number"}
+_RULE_KEYS = ("name", "kind", "match", "target")
+
+
+def _rules(raw: Any, where: str, name: str) -> tuple[Rule, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: {name}: expected an array of tables ([[{name}]])")
+    rules: list[Rule] = []
+    for index, item in enumerate(raw):
+        at = f"{where}: {name}[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{at}: expected a table with {', '.join(_RULE_KEYS)}")
+        unknown = sorted(set(item) - set(_RULE_KEYS))
+        if unknown:
+            raise ConfigError(f"{at}.{unknown[0]}: unknown key")
+        for key in _RULE_KEYS:
+            if not isinstance(item.get(key), str):
+                raise ConfigError(f"{at}.{key}: expected a string, got {item.get(key)!r}")
+        try:
+            rule = Rule.build(**item)
+        except ValueError as exc:
+            raise ConfigError(f"{at}: {exc}") from None
+        if any(rule.name == seen.name for seen in rules):
+            raise ConfigError(f"{at}.name: duplicate rule name {rule.name!r}")
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _build(values: Sourced) -> Settings:
+    sections = {
+        section: SECTIONS[section](**{key: values[section, key].value for key in keys(section)})
+        for section in SECTIONS
+    }
+    settings = Settings(**sections)
+    _validate(settings, values)
+    return settings
+
+
+def _validate(settings: Settings, values: Sourced) -> None:
+    def fail(section: str, key: str, reason: str) -> typing.NoReturn:
+        raise ConfigError(f"{values[section, key].source}: {section}.{key}: {reason}")
+
+    upstream = settings.upstream.url
+    try:
+        url = URL(upstream)
+    except ValueError as exc:
+        fail("upstream", "url", f"not a URL: {exc}")
+    if url.scheme not in ("http", "https") or not url.host:
+        fail("upstream", "url", f"must be an http:// or https:// URL, got {upstream!r}")
+    if url.raw_path not in ("", "/") or url.raw_query_string or url.raw_fragment or url.raw_user:
+        fail("upstream", "url", f"must be an origin only (scheme://host[:port]), got {upstream!r}")
+    if not 0 <= settings.listen.port <= 65535:
+        fail("listen", "port", f"must be 0..65535, got {settings.listen.port}")
+    for key in ("connect_timeout", "idle_timeout"):
+        if getattr(settings.upstream, key) <= 0:
+            fail("upstream", key, "must be greater than 0")
+    if settings.upstream.pool_size < 1:
+        fail("upstream", "pool_size", "must be at least 1")
+    if settings.limits.max_body_size < 0:
+        fail("limits", "max_body_size", "must not be negative")
+    if settings.limits.max_header_size < 8190:
+        fail("limits", "max_header_size", "must be at least 8190 (HTTP's usual line limit)")
+    if settings.shutdown.grace < 0:
+        fail("shutdown", "grace", "must not be negative")
+    names = {rule.name for rule in settings.rewrite.rules}
+    for name in settings.rewrite.disabled:
+        if name not in names:
+            fail("rewrite", "disabled", f"no rule is named {name!r}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def upstream_origin(settings: Settings) -> URL:
+    return URL(settings.upstream.url).origin()
