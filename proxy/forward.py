@@ -180,12 +180,15 @@ def _framing(pairs: Pairs) -> Pairs:
 
 
 def _too_large(exchange: Exchange, limit: int) -> web.Response:
-    return _reject(
+    response = _reject(
         exchange,
         413,
         "request_too_large",
         f"the request body is larger than limits.max_body_size ({limit} bytes)",
     )
+    # Close rather than read the rest of an oversized body to keep the connection.
+    response.force_close()
+    return response
 
 
 def _upstream_failed(exchange: Exchange, upstream: Upstream, exc: BaseException) -> web.Response:

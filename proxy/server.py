@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import structlog
 from aiohttp import http_parser, web
@@ -28,6 +29,20 @@ def check_parser() -> None:
         )
 
 
+def handler_options(settings: Settings) -> dict[str, Any]:
+    """aiohttp's per-connection options, shared by the real server and the tests' servers."""
+    return {
+        # The canonical request line replaces aiohttp's access log.
+        "access_log": None,
+        # A zstd or gzip body is forwarded as bytes, never inflated (or refused) here.
+        "auto_decompress": False,
+        # A client that leaves cancels its upstream request at once.
+        "handler_cancellation": True,
+        "max_line_size": settings.limits.max_header_size,
+        "max_field_size": settings.limits.max_header_size,
+    }
+
+
 async def serve(settings: Settings) -> None:
     check_parser()
     log = structlog.get_logger("proxy")
@@ -36,14 +51,7 @@ async def serve(settings: Settings) -> None:
         handle_signals=False,
         # In-flight streams get this long after SIGTERM before they are cancelled.
         shutdown_timeout=settings.shutdown.grace,
-        # The canonical request line replaces aiohttp's access log.
-        access_log=None,
-        # A zstd or gzip body is forwarded as bytes, never inflated (or refused) here.
-        auto_decompress=False,
-        # A client that leaves cancels its upstream request at once.
-        handler_cancellation=True,
-        max_line_size=settings.limits.max_header_size,
-        max_field_size=settings.limits.max_header_size,
+        **handler_options(settings),
     )
     await runner.setup()
     try:

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from pytest_aiohttp import AiohttpServer
+from aiohttp.test_utils import TestServer
+
+from proxy.app import create_app
+from proxy.server import handler_options
+from tests.fake_upstream import FakeUpstream
+from tests.harness import settings_for
+
+StartProxy = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def fake(aiohttp_server: AiohttpServer) -> FakeUpstream:
+    upstream = FakeUpstream()
+    # auto_decompress=False: the fake records request bodies exactly as they arrived.
+    server = await aiohttp_server(upstream.app(), auto_decompress=False)
+    upstream.port = server.port
+    return upstream
+
+
+@pytest.fixture
+def start_proxy(aiohttp_server: AiohttpServer, fake: FakeUpstream) -> StartProxy:
+    async def start(upstream_url: str | None = None, **sections: dict[str, Any]) -> TestServer:
+        settings = settings_for(upstream_url or fake.url, **sections)
+        options = handler_options(settings)
+        # TestServer always passes handler_cancellation=True itself.
+        assert options.pop("handler_cancellation") is True
+        return await aiohttp_server(create_app(settings), **options)
+
+    return start
+
+
+@pytest.fixture
+async def proxy(start_proxy: StartProxy) -> TestServer:
+    return await start_proxy()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session

@@ -1,0 +1,86 @@
+"""Shared test helpers: settings for a test proxy and byte-exact HTTP over raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.settings import Settings
+
+
+def settings_for(upstream_url: str, **sections: dict[str, Any]) -> Settings:
+    """Built-in defaults pointed at a fake upstream, with some keys of some sections changed."""
+    base = Settings()
+    changes: dict[str, Any] = {"upstream": dataclasses.replace(base.upstream, url=upstream_url)}
+    for name, values in sections.items():
+        changes[name] = dataclasses.replace(changes.get(name, getattr(base, name)), **values)
+    return dataclasses.replace(base, **changes)
+
+
+@dataclass(slots=True)
+class RawResponse:
+    status_line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    complete: bool
+
+    @property
+    def status(self) -> int:
+        return int(self.status_line.split(" ", 2)[1])
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+async def raw_request(port: int, data: bytes, *, timeout: float = 10) -> bytes:
+    """Send bytes as they are, return everything the server sends until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def read_head_and_body(reader: asyncio.StreamReader) -> RawResponse:
+    """Read one Content-Length response without waiting for the connection to close."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    response = parse_response(head)
+    response.body = await reader.readexactly(int(response.header("content-length") or 0))
+    response.complete = True
+    return response
+
+
+def parse_response(raw: bytes) -> RawResponse:
+    """Parse one HTTP/1.1 response, de-chunking; `complete` says whether it ended cleanly."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    response = RawResponse(lines[0], headers, b"", complete=False)
+    if (response.header("transfer-encoding") or "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            size_line, crlf, rest = rest.partition(b"\r\n")
+            if not crlf:
+                break
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                response.complete = rest.startswith(b"\r\n")
+                break
+            if len(rest) < size + 2:
+                body += rest[:size]
+                break
+            body += rest[:size]
+            rest = rest[size + 2 :]
+        response.body = bytes(body)
+    elif (length := response.header("content-length")) is not None:
+        response.body = rest[: int(length)]
+        response.complete = len(rest) >= int(length)
+    else:
+        response.body = rest
+        response.complete = True
+    return response

@@ -1,0 +1,257 @@
+"""Failures: JSON errors with a distinct status before headers, a visible cut after them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable, Awaitable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from structlog.testing import capture_logs
+
+from tests.conftest import StartProxy
+from tests.fake_upstream import FakeUpstream, sse_event
+from tests.harness import parse_response, raw_request, read_head_and_body
+
+SSE_HEADERS = {"Content-Type": "text/event-stream"}
+
+
+def request_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in logs if line["event"] == "request"]
+
+
+async def expect_error(
+    proxy: TestServer, status: int, code: str, data: bytes | None = None
+) -> dict[str, Any]:
+    request = data or b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    response = parse_response(await raw_request(proxy.port, request))
+    assert response.status == status
+    assert response.header("Content-Type") == "application/json"
+    import json
+
+    error = json.loads(response.body)["error"]
+    assert error["type"] == "proxy_error"
+    assert error["code"] == code
+    assert error["message"]
+    return error
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_unreachable_upstream_is_502_json(start_proxy: StartProxy) -> None:
+    port = closed_port()
+    proxy = await start_proxy(f"http://127.0.0.1:{port}")
+    with capture_logs() as logs:
+        error = await expect_error(proxy, 502, "upstream_unreachable")
+    assert f"127.0.0.1:{port}" in error["message"]
+    [line] = request_lines(logs)
+    assert line["outcome"] == "upstream_unreachable"
+    assert line["status"] == 502
+
+
+async def test_connect_timeout_is_504_json(start_proxy: StartProxy) -> None:
+    """A TLS upstream whose handshake never answers: the connect timeout fires."""
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _, w: accepted.append(w), "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    async with silent:
+        proxy = await start_proxy(f"https://127.0.0.1:{port}", upstream={"connect_timeout": 0.3})
+        with capture_logs() as logs:
+            error = await expect_error(proxy, 504, "upstream_connect_timeout")
+        for writer in accepted:
+            writer.close()
+    assert "0.3 s" in error["message"]
+    assert request_lines(logs)[0]["outcome"] == "timeout"
+
+
+async def test_no_response_within_idle_timeout_is_504_json(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+
+    fake.handler = stall
+    proxy = await start_proxy(upstream={"idle_timeout": 0.3})
+    with capture_logs() as logs:
+        await expect_error(proxy, 504, "upstream_timeout")
+    assert request_lines(logs)[0]["outcome"] == "timeout"
+
+
+async def test_body_over_limit_by_content_length_is_413_before_upstream(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy(limits={"max_body_size": 10})
+    data = b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nConnection: close\r\n\r\n" + b"x" * 11
+    with capture_logs() as logs:
+        await expect_error(proxy, 413, "request_too_large", data)
+    assert fake.received == []
+    assert request_lines(logs)[0]["outcome"] == "rejected"
+
+
+async def test_chunked_body_over_limit_is_413_and_upstream_sees_no_more(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    limit = 64 * 1024
+    seen = bytearray()
+
+    async def count(request: web.Request) -> web.StreamResponse:
+        try:
+            async for chunk in request.content.iter_any():
+                seen.extend(chunk)
+        except aiohttp.ClientPayloadError:
+            pass
+        return web.Response()
+
+    fake.handler = count
+    proxy = await start_proxy(limits={"max_body_size": limit})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"y" * 16384
+    try:
+        for _ in range(8):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+    except ConnectionError:
+        pass
+    response = await read_head_and_body(reader)
+    writer.close()
+    assert response.status == 413
+    assert response.header("Connection") == "close"
+    assert len(seen) <= limit
+
+
+async def test_upstream_cut_mid_stream_reaches_client_as_a_cut(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    async def cut(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        await response.write(sse_event("response.created", {}))
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    fake.handler = cut
+    with capture_logs() as logs:
+        raw = await raw_request(
+            proxy.port, b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        )
+    response = parse_response(raw)
+    assert response.status == 200
+    assert response.body == sse_event("response.created", {})
+    assert not response.complete
+    assert request_lines(logs)[0]["outcome"] == "upstream_cut"
+
+
+async def test_upstream_short_content_length_reaches_client_as_a_cut(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    async def short(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        assert request.transport is not None
+        request.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        request.transport.close()
+        return web.Response()
+
+    fake.handler = short
+    response = parse_response(
+        await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    )
+    assert response.status == 200
+    assert response.header("Content-Length") == "100"
+    assert response.body == b"only part"
+    assert not response.complete
+
+
+async def test_upstream_silent_mid_stream_reaches_client_as_a_cut(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        await response.write(sse_event("response.created", {}))
+        await asyncio.sleep(30)
+        return response
+
+    fake.handler = stall
+    proxy = await start_proxy(upstream={"idle_timeout": 0.3})
+    with capture_logs() as logs:
+        response = parse_response(
+            await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        )
+    assert response.body == sse_event("response.created", {})
+    assert not response.complete
+    assert request_lines(logs)[0]["outcome"] == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("script", "code"),
+    [
+        (b"", "upstream_disconnected"),
+        (b"NOT HTTP AT ALL\r\n\r\n", "upstream_bad_response"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", "upstream_bad_response"),
+    ],
+)
+async def test_broken_upstream_before_headers_is_502_json(
+    proxy: TestServer, fake: FakeUpstream, script: bytes, code: str
+) -> None:
+    async def broken(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        assert request.transport is not None
+        request.transport.write(script)
+        request.transport.close()
+        return web.Response()
+
+    fake.handler = broken
+    await expect_error(proxy, 502, code)
+
+
+async def streaming_fake(fake: FakeUpstream, *, before_headers: bool) -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        if before_headers:
+            await asyncio.sleep(30)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        for n in range(3000):
+            await response.write(sse_event("response.output_text.delta", {"n": n}))
+            await asyncio.sleep(0.01)
+        return response
+
+    fake.handler = endless
+
+
+@pytest.mark.parametrize("before_headers", [True, False])
+async def test_client_disconnect_cancels_upstream_at_once(
+    proxy: TestServer, fake: FakeUpstream, before_headers: bool
+) -> None:
+    await streaming_fake(fake, before_headers=before_headers)
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    with capture_logs() as logs:
+        writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        if before_headers:
+            await fake.arrived.wait()
+        else:
+            await reader.readuntil(b"\n\n")
+        writer.close()
+        async with asyncio.timeout(5):
+            await fake.cancelled.wait()
+        for _ in range(100):
+            if request_lines(logs):
+                break
+            await asyncio.sleep(0.01)
+    assert request_lines(logs)[0]["outcome"] == "client_disconnected"

@@ -1,0 +1,106 @@
+"""Streaming: events leave as they arrive, huge lines pass intact, many streams at once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.fake_upstream import FakeUpstream, sse_event
+
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
+
+
+async def test_sse_is_streamed_by_construction(
+    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    """The fake sends event n+1 only after the test has read event n: a buffering proxy
+    would deadlock here instead of passing."""
+    read = [asyncio.Event() for _ in range(5)]
+
+    async def gated(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        for n, seen in enumerate(read):
+            await response.write(sse_event("response.output_text.delta", {"n": n}))
+            await seen.wait()
+        await response.write_eof()
+        return response
+
+    fake.handler = gated
+    async with asyncio.timeout(10):
+        async with client.post(proxy.make_url("/backend-api/responses"), data=b"{}") as response:
+            for n, seen in enumerate(read):
+                event = await response.content.readuntil(b"\n\n")
+                assert event == sse_event("response.output_text.delta", {"n": n})
+                seen.set()
+            assert await response.read() == b""
+
+
+async def test_multi_megabyte_single_line_event_passes_intact(
+    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    image = base64.b64encode(os.urandom(6 * 1024 * 1024)).decode()  # an 8 MiB line
+    stream = (
+        sse_event("response.created", {"response": {"id": "r1"}})
+        + sse_event("response.output_item.done", {"item": {"type": "image_generation_call", "result": image}})
+        + sse_event("response.completed", {"response": {"id": "r1"}})
+    )
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        for start in range(0, len(stream), 100_000):
+            await response.write(stream[start : start + 100_000])
+        await response.write_eof()
+        return response
+
+    fake.handler = big
+    async with client.post(proxy.make_url("/backend-api/responses"), data=b"{}") as response:
+        assert await response.read() == stream
+
+
+async def test_hundred_concurrent_streams(
+    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    streams = 100
+    all_open = asyncio.Event()
+    opened = 0
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        nonlocal opened
+        await fake.record(request)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        await response.write(sse_event("response.created", {"id": request.raw_path}))
+        opened += 1
+        if opened == streams:
+            all_open.set()
+        # Every stream is open upstream at the same time before any finishes.
+        await all_open.wait()
+        await response.write(sse_event("response.completed", {"id": request.raw_path}))
+        await response.write_eof()
+        return response
+
+    fake.handler = held
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as many:
+
+        async def one(index: int) -> bytes:
+            url = proxy.make_url(f"/backend-api/responses?i={index}")
+            async with many.post(url, data=b"{}") as response:
+                return await response.read()
+
+        async with asyncio.timeout(30):
+            bodies = await asyncio.gather(*(one(i) for i in range(streams)))
+    for index, body in enumerate(bodies):
+        target = f"/backend-api/codex/responses?i={index}"
+        assert body == sse_event("response.created", {"id": target}) + sse_event(
+            "response.completed", {"id": target}
+        )
