@@ -16,9 +16,12 @@ from proxy.errors import error_response
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "CONNECT":
-        return error_response(
+        refused = error_response(
             405, "method_not_allowed", "CONNECT is not supported: this is a reverse proxy"
         )
+        # Whatever follows a CONNECT on this connection would be tunnel bytes: close it.
+        refused.force_close()
+        return refused
     if not request.raw_path.startswith("/"):
         return error_response(
             400, "bad_request", "the request target must be a path (origin-form), not a URL"

@@ -1,19 +1,17 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from pytest_aiohttp import AiohttpServer
 from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
 
 from proxy.app import create_app
 from proxy.server import handler_options
 from tests.fake_upstream import FakeUpstream
-from tests.harness import settings_for
-
-StartProxy = Callable[..., Awaitable[TestServer]]
+from tests.harness import StartProxy, settings_for
 
 
 @pytest.fixture
@@ -21,6 +19,7 @@ async def fake(aiohttp_server: AiohttpServer) -> FakeUpstream:
     upstream = FakeUpstream()
     # auto_decompress=False: the fake records request bodies exactly as they arrived.
     server = await aiohttp_server(upstream.app(), auto_decompress=False)
+    assert server.port is not None
     upstream.port = server.port
     return upstream
 

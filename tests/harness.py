@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp.test_utils import TestServer
+
 from proxy.settings import Settings
+
+StartProxy = Callable[..., Awaitable[TestServer]]
 
 
 def settings_for(upstream_url: str, **sections: dict[str, Any]) -> Settings:
@@ -34,8 +39,9 @@ class RawResponse:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
 
-async def raw_request(port: int, data: bytes, *, timeout: float = 10) -> bytes:
+async def raw_request(port: int | None, data: bytes, *, timeout: float = 10) -> bytes:
     """Send bytes as they are, return everything the server sends until it closes."""
+    assert port is not None, "the server is not started"
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import MutableMapping
 from typing import Any
 
 import aiohttp
@@ -13,27 +14,27 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from tests.conftest import StartProxy
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import parse_response, raw_request, read_head_and_body
+from tests.harness import StartProxy, parse_response, raw_request, read_head_and_body
 
 SSE_HEADERS = {"Content-Type": "text/event-stream"}
 
 
-def request_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def request_lines(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [line for line in logs if line["event"] == "request"]
 
 
 async def expect_error(
     proxy: TestServer, status: int, code: str, data: bytes | None = None
 ) -> dict[str, Any]:
-    request = data or b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    request = (
+        data
+        or b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
     response = parse_response(await raw_request(proxy.port, request))
     assert response.status == status
     assert response.header("Content-Type") == "application/json"
-    import json
-
-    error = json.loads(response.body)["error"]
+    error: dict[str, Any] = json.loads(response.body)["error"]
     assert error["type"] == "proxy_error"
     assert error["code"] == code
     assert error["message"]
@@ -91,7 +92,10 @@ async def test_body_over_limit_by_content_length_is_413_before_upstream(
     start_proxy: StartProxy, fake: FakeUpstream
 ) -> None:
     proxy = await start_proxy(limits={"max_body_size": 10})
-    data = b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nConnection: close\r\n\r\n" + b"x" * 11
+    data = (
+        b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nConnection: close\r\n\r\n"
+        + b"x" * 11
+    )
     with capture_logs() as logs:
         await expect_error(proxy, 413, "request_too_large", data)
     assert fake.received == []
@@ -147,7 +151,8 @@ async def test_upstream_cut_mid_stream_reaches_client_as_a_cut(
     fake.handler = cut
     with capture_logs() as logs:
         raw = await raw_request(
-            proxy.port, b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+            proxy.port,
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         )
     response = parse_response(raw)
     assert response.status == 200
@@ -167,9 +172,7 @@ async def test_upstream_short_content_length_reaches_client_as_a_cut(
         return web.Response()
 
     fake.handler = short
-    response = parse_response(
-        await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-    )
+    response = parse_response(await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"))
     assert response.status == 200
     assert response.header("Content-Length") == "100"
     assert response.body == b"only part"
@@ -203,7 +206,10 @@ async def test_upstream_silent_mid_stream_reaches_client_as_a_cut(
     [
         (b"", "upstream_disconnected"),
         (b"NOT HTTP AT ALL\r\n\r\n", "upstream_bad_response"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", "upstream_bad_response"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "upstream_bad_response",
+        ),
     ],
 )
 async def test_broken_upstream_before_headers_is_502_json(

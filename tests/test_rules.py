@@ -17,11 +17,23 @@ CODEX = "/backend-api/codex/responses"
         ("/backend-api/responses/compact?x=1", CODEX + "/compact?x=1", "legacy-responses"),
         ("/backend-api/responses/", CODEX + "/", "legacy-responses"),
         ("/backend-api/v1/responses", CODEX, "legacy-v1-responses"),
-        ("/backend-api/v1/responses/resp_1?a=%2F&b", CODEX + "/resp_1?a=%2F&b", "legacy-v1-responses"),
+        (
+            "/backend-api/v1/responses/resp_1?a=%2F&b",
+            CODEX + "/resp_1?a=%2F&b",
+            "legacy-v1-responses",
+        ),
         ("/backend-api/codex/v1/responses", CODEX, "legacy-codex-v1-responses"),
-        ("/backend-api/v1/codex/responses?stream=true", CODEX + "?stream=true", "legacy-v1-codex-responses"),
+        (
+            "/backend-api/v1/codex/responses?stream=true",
+            CODEX + "?stream=true",
+            "legacy-v1-codex-responses",
+        ),
         # The query is never matched or touched, even when it looks like a path.
-        ("/backend-api/responses?next=/backend-api/responses", CODEX + "?next=/backend-api/responses", "legacy-responses"),
+        (
+            "/backend-api/responses?next=/backend-api/responses",
+            CODEX + "?next=/backend-api/responses",
+            "legacy-responses",
+        ),
     ],
 )
 def test_default_rules_rewrite_every_legacy_form(target: str, expected: str, rule: str) -> None:
@@ -97,7 +109,10 @@ def test_empty_table_passes_everything() -> None:
         ({"target": "relative"}, "target must be a path starting with one '/', got 'relative'"),
         ({"target": "//evil/x"}, "target must be a path starting with one '/', got '//evil/x'"),
         ({"match": "no-slash"}, "match must be a path starting with '/', got 'no-slash'"),
-        ({"kind": "regex", "match": "/(unclosed"}, "invalid regex '/(unclosed': missing ), unterminated subpattern at position 1"),
+        (
+            {"kind": "regex", "match": "/(unclosed"},
+            "invalid regex '/(unclosed': missing ), unterminated subpattern at position 1",
+        ),
     ],
 )
 def test_invalid_rules_say_what_is_wrong(fields: dict[str, str], message: str) -> None:

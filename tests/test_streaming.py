@@ -48,7 +48,10 @@ async def test_multi_megabyte_single_line_event_passes_intact(
     image = base64.b64encode(os.urandom(6 * 1024 * 1024)).decode()  # an 8 MiB line
     stream = (
         sse_event("response.created", {"response": {"id": "r1"}})
-        + sse_event("response.output_item.done", {"item": {"type": "image_generation_call", "result": image}})
+        + sse_event(
+            "response.output_item.done",
+            {"item": {"type": "image_generation_call", "result": image}},
+        )
         + sse_event("response.completed", {"response": {"id": "r1"}})
     )
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from tests.fake_upstream import CLOUDFLARE_403, MINIMAL_SSE, FakeUpstream
-from tests.harness import parse_response, raw_request
+from tests.harness import StartProxy, parse_response, raw_request
 
 CODEX = "/backend-api/codex/responses"
 
@@ -31,7 +31,11 @@ CODEX = "/backend-api/codex/responses"
     ],
 )
 async def test_every_default_form_is_rewritten_with_query_kept(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession, path: str, upstream_path: str
+    proxy: TestServer,
+    fake: FakeUpstream,
+    client: aiohttp.ClientSession,
+    path: str,
+    upstream_path: str,
 ) -> None:
     url = URL(f"http://127.0.0.1:{proxy.port}{path}", encoded=True)
     async with client.post(url, data=b"{}") as response:
@@ -149,9 +153,15 @@ async def test_compressed_request_bodies_pass_byte_equal(
     proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession, encoding: str
 ) -> None:
     plain = b'{"model":"gpt-5","input":"' + os.urandom(1000).hex().encode() + b'"}'
-    body = zstandard.ZstdCompressor(level=3).compress(plain) if encoding == "zstd" else gzip.compress(plain)
+    body = (
+        zstandard.ZstdCompressor(level=3).compress(plain)
+        if encoding == "zstd"
+        else gzip.compress(plain)
+    )
     headers = {"content-encoding": encoding, "content-type": "application/json"}
-    async with client.post(proxy.make_url("/backend-api/responses"), data=body, headers=headers) as r:
+    async with client.post(
+        proxy.make_url("/backend-api/responses"), data=body, headers=headers
+    ) as r:
         assert r.status == 200
     assert fake.last.body == body
     assert ("content-encoding", encoding) in fake.last.headers
@@ -270,9 +280,9 @@ async def test_429_with_retry_after_passes_through(
 
 
 async def test_403_html_page_passes_through(
-    start_proxy: object, fake: FakeUpstream, client: aiohttp.ClientSession
+    start_proxy: StartProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
-    proxy = await start_proxy(rewrite={"rules": ()})  # type: ignore[operator]
+    proxy = await start_proxy(rewrite={"rules": ()})
     async with client.post(proxy.make_url("/backend-api/responses"), data=b"{}") as response:
         assert response.status == 403
         assert response.headers["Content-Type"] == "text/html; charset=UTF-8"
@@ -307,9 +317,7 @@ async def test_head_204_and_304_carry_no_body(
     assert fake.last.target == "/next"
 
 
-async def test_keep_alive_reuses_both_connections(
-    proxy: TestServer, fake: FakeUpstream
-) -> None:
+async def test_keep_alive_reuses_both_connections(proxy: TestServer, fake: FakeUpstream) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     for index in range(3):
         writer.write(f"GET /{index} HTTP/1.1\r\nHost: a\r\n\r\n".encode())

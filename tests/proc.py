@@ -1,0 +1,77 @@
+"""The real command as a subprocess: start it, find where it listens, read its log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ProxyProcess:
+    process: asyncio.subprocess.Process
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    address: str = ""
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    async def next_line(self, timeout: float = 20) -> dict[str, Any]:
+        assert self.process.stderr is not None
+        async with asyncio.timeout(timeout):
+            raw = await self.process.stderr.readline()
+        if not raw:
+            raise EOFError("the proxy closed its stderr")
+        line: dict[str, Any] = json.loads(raw)
+        self.lines.append(line)
+        return line
+
+    async def wait_for(self, event: str, timeout: float = 20) -> dict[str, Any]:
+        while True:
+            line = await self.next_line(timeout)
+            if line["event"] == event:
+                return line
+
+    async def rest(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """Every remaining log line, once the process has exited."""
+        assert self.process.stderr is not None
+        async with asyncio.timeout(timeout):
+            tail = await self.process.stderr.read()
+            await self.process.wait()
+        self.lines.extend(json.loads(raw) for raw in tail.splitlines() if raw.strip())
+        return self.lines
+
+    def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+async def start_proxy_process(*args: str, env: dict[str, str] | None = None) -> ProxyProcess:
+    """Run `python -m proxy` with JSON logs on port 0 and wait for its listening line."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_PATH_PROXY_")}
+    environ.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "--port",
+        "0",
+        "--log-format",
+        "json",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+    )
+    proxy = ProxyProcess(process)
+    try:
+        listening = await proxy.wait_for("listening")
+    except BaseException:
+        proxy.stop()
+        raise
+    proxy.address = listening["address"]
+    return proxy

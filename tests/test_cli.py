@@ -1,0 +1,143 @@
+"""The command line: check-config, rewrite, --help, --version and configuration errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy import __version__
+from proxy.cli import main
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_check_config_prints_every_value_with_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[upstream]\nconnect_timeout = 3\n")
+    monkeypatch.setenv("CODEX_PATH_PROXY_LOG_LEVEL", "debug")
+    assert main(["check-config", "--config", str(config), "--port", "9999"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert 'listen.host = "127.0.0.1"  # default' in out
+    assert "listen.port = 9999  # flag --port" in out
+    assert f"upstream.connect_timeout = 3.0  # file {config}" in out
+    assert 'log.level = "debug"  # environment CODEX_PATH_PROXY_LOG_LEVEL' in out
+    assert "rewrite.disabled = []  # default" in out
+    assert "rewrite.rules = [  # default" in out
+    assert (
+        '  { name = "legacy-responses", kind = "prefix", match = "/backend-api/responses", '
+        'target = "/backend-api/codex/responses" },'
+    ) in out
+
+
+def test_check_config_shows_an_emptied_rule_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[rewrite]\nrules = []\n")
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert f"rewrite.rules = []  # file {config}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (
+            "/backend-api/responses/compact?x=1",
+            "/backend-api/codex/responses/compact?x=1\n"
+            'rule { name = "legacy-responses", kind = "prefix", match = "/backend-api/responses", '
+            'target = "/backend-api/codex/responses" }\n',
+        ),
+        (
+            "/backend-api/codex/responses?x=1",
+            "/backend-api/codex/responses?x=1\nunchanged: no rule matches\n",
+        ),
+    ],
+)
+def test_rewrite_prints_the_result_and_the_rule(
+    path: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["rewrite", path]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_rewrite_uses_the_configured_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[rewrite]\ndisabled = ['legacy-responses']\n")
+    assert main(["rewrite", "--config", str(config), "/backend-api/responses"]) == 0
+    assert capsys.readouterr().out.endswith("unchanged: no rule matches\n")
+
+
+def test_config_error_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[upstream]\nurl = 'ftp://x'\n")
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"codex-path-proxy: config error: file {config}: upstream.url: "
+        "must be an http:// or https:// URL, got 'ftp://x'\n"
+    )
+
+
+def test_check_config_reports_errors_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--upstream", "gopher://x"]) == 2
+    assert capsys.readouterr().err.startswith("codex-path-proxy: config error: flag --upstream:")
+
+
+def test_config_error_from_the_real_command_has_no_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[rewrite]\nrules = [{ name = 'r', kind = 'regex', match = '(', target = '/x' }]\n"
+    )
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "rewrite.rules[0]: invalid regex '('" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_flag_value_is_exit_2() -> None:
+    result = run("--port", "eighty")
+    assert result.returncode == 2
+    assert "invalid int value: 'eighty'" in result.stderr
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"codex-path-proxy {__version__}\n"
+
+
+def test_help_lists_every_option_with_its_default() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for option, default in [
+        ("--host HOST", "(default: 127.0.0.1)"),
+        ("--port PORT", "(default: 8780)"),
+        ("--upstream URL", "(default: https://chatgpt.com)"),
+        ("--log-level {debug,info,warning,error}", "(default: info)"),
+        ("--log-format {auto,json,console}", "(default: auto)"),
+        ("--config FILE", "(default: $CODEX_PATH_PROXY_CONFIG, else none)"),
+    ]:
+        assert option in text
+        assert default in text.split(option, 2)[-1]
+    for command in ("serve", "check-config", "rewrite"):
+        assert command in text

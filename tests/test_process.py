@@ -1,0 +1,169 @@
+"""The real CLI as a subprocess: start-up line, logs, signals and drain, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import pytest
+from aiohttp import web
+
+from tests.fake_upstream import FakeUpstream, sse_event
+from tests.harness import parse_response, raw_request
+from tests.proc import start_proxy_process
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2lnbmF0dXJlLXNlY3JldA"
+SSE_HEADERS = {"Content-Type": "text/event-stream"}
+
+
+def gated_stream(fake: FakeUpstream) -> asyncio.Event:
+    """The fake sends one event, then waits for the returned event before finishing."""
+    release = asyncio.Event()
+
+    async def gated(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        await response.write(sse_event("response.created", {}))
+        await release.wait()
+        await response.write(sse_event("response.completed", {}))
+        await response.write_eof()
+        return response
+
+    fake.handler = gated
+    return release
+
+
+async def test_startup_line_request_line_and_no_secrets_in_logs(fake: FakeUpstream) -> None:
+    proxy = await start_proxy_process("--upstream", fake.url)
+    try:
+        assert proxy.lines[-1]["upstream"] == fake.url
+        assert proxy.address.startswith("http://127.0.0.1:")
+        assert proxy.lines[-1]["rules"][0] == "legacy-responses"
+        data = (
+            f"POST /backend-api/responses?access_token={TOKEN}&x=1 HTTP/1.1\r\nHost: a\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nCookie: __cf_bm=cookie-secret\r\n"
+            "Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        )
+        response = parse_response(await raw_request(proxy.port, data.encode()))
+        assert response.status == 200
+        line = await proxy.wait_for("request")
+        assert line["method"] == "POST"
+        assert line["path"] == "/backend-api/responses?access_token=[redacted]&x=1"
+        assert line["upstream_path"] == "/backend-api/codex/responses?access_token=[redacted]&x=1"
+        assert line["rule"] == "legacy-responses"
+        assert line["status"] == 200
+        assert isinstance(line["duration_ms"], float)
+        proxy.process.send_signal(signal.SIGTERM)
+        lines = await proxy.rest()
+    finally:
+        proxy.stop()
+    assert proxy.process.returncode == 0
+    text = repr(lines)
+    assert TOKEN not in text
+    assert "cookie-secret" not in text
+    assert [line["event"] for line in lines][-2:] == ["shutting down", "stopped"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_drains_in_flight_streams_then_exits_0(
+    fake: FakeUpstream, signum: int
+) -> None:
+    release = gated_stream(fake)
+    proxy = await start_proxy_process("--upstream", fake.url)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        )
+        await reader.readuntil(sse_event("response.created", {}))
+        proxy.process.send_signal(signum)
+        await proxy.wait_for("shutting down")
+        # No new connections once draining has begun.
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert proxy.process.returncode is None
+        release.set()
+        rest = await reader.read()
+        writer.close()
+        lines = await proxy.rest()
+    finally:
+        proxy.stop()
+    assert rest.startswith(b"\r\n")  # the rest of the chunk framing, then the next event
+    assert sse_event("response.completed", {}) in rest
+    assert rest.endswith(b"0\r\n\r\n")
+    assert proxy.process.returncode == 0
+    assert [line["outcome"] for line in lines if line["event"] == "request"] == ["completed"]
+
+
+async def test_streams_past_the_grace_are_cut_and_the_process_exits_0(fake: FakeUpstream) -> None:
+    gated_stream(fake)
+    proxy = await start_proxy_process(
+        "--upstream", fake.url, env={"CODEX_PATH_PROXY_SHUTDOWN_GRACE": "0.5"}
+    )
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        )
+        await reader.readuntil(sse_event("response.created", {}))
+        proxy.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            rest = await reader.read()
+        writer.close()
+        await proxy.rest()
+    finally:
+        proxy.stop()
+    assert not rest.endswith(b"0\r\n\r\n")
+    assert proxy.process.returncode == 0
+
+
+async def test_non_loopback_bind_warns_that_tokens_cross_the_port(fake: FakeUpstream) -> None:
+    proxy = await start_proxy_process("--upstream", fake.url, "--host", "0.0.0.0")
+    try:
+        warning = await proxy.next_line()
+        proxy.process.send_signal(signal.SIGTERM)
+        await proxy.rest()
+    finally:
+        proxy.stop()
+    assert warning["level"] == "warning"
+    assert "tokens" in warning["event"]
+    assert warning["host"] == "0.0.0.0"
+
+
+async def run_to_exit(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    environ = {**os.environ, **(env or {})}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+    )
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+async def test_refuses_to_start_without_the_c_parser() -> None:
+    code, err = await run_to_exit("--port", "0", env={"AIOHTTP_NO_EXTENSIONS": "1"})
+    assert code == 1
+    assert "aiohttp's C HTTP parser is not in use" in err
+    assert "Traceback" not in err
+
+
+async def test_busy_port_is_a_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = await run_to_exit("--port", str(port), "--log-format", "json")
+    assert code == 1
+    assert f"cannot start: cannot listen on 127.0.0.1:{port}:" in err
+    assert "Traceback" not in err
