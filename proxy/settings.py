@@ -308,7 +308,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def upstream_origin(settings: Settings) -> URL:
-    return URL(settings.upstream.url).origin()

@@ -261,3 +261,52 @@ async def test_client_disconnect_cancels_upstream_at_once(
                 break
             await asyncio.sleep(0.01)
     assert request_lines(logs)[0]["outcome"] == "client_disconnected"
+
+
+async def test_client_leaving_mid_upload_cancels_the_upstream_request(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    upstream_got = bytearray()
+
+    async def slow_reader(request: web.Request) -> web.StreamResponse:
+        fake.arrived.set()
+        try:
+            async for chunk in request.content.iter_any():
+                upstream_got.extend(chunk)
+        except aiohttp.ClientPayloadError:
+            fake.cancelled.set()
+        return web.Response()
+
+    fake.handler = slow_reader
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    with capture_logs() as logs:
+        writer.write(
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n"
+            + b"z" * 5000
+        )
+        await writer.drain()
+        await fake.arrived.wait()
+        writer.close()
+        async with asyncio.timeout(5):
+            await fake.cancelled.wait()
+        for _ in range(100):
+            if request_lines(logs):
+                break
+            await asyncio.sleep(0.01)
+    assert len(upstream_got) < 1000000
+    assert request_lines(logs)[0]["outcome"] == "client_disconnected"
+
+
+async def test_upstream_header_that_cannot_be_relayed_unchanged_is_502(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    async def latin1(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        assert request.transport is not None
+        request.transport.write(b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\nContent-Length: 0\r\n\r\n")
+        request.transport.close()
+        return web.Response()
+
+    fake.handler = latin1
+    error = await expect_error(proxy, 502, "upstream_bad_response")
+    assert "X-Name" in error["message"]
