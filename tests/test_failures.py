@@ -278,7 +278,7 @@ async def test_client_leaving_mid_upload_cancels_the_upstream_request(
         return web.Response()
 
     fake.handler = slow_reader
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     with capture_logs() as logs:
         writer.write(
             b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n"
