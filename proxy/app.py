@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy import endpoints
-from proxy.forward import SESSION, UPSTREAM, Upstream, forward
+from proxy.forward import SESSION, UPSTREAM, Upstream, expect_continue, forward
 from proxy.guard import guard
 from proxy.settings import Settings
 
@@ -28,7 +28,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(client_session)
     endpoints.add_routes(app.router)
-    app.router.add_route("*", "/{tail:.*}", forward)
+    app.router.add_route("*", "/{tail:.*}", forward, expect_handler=expect_continue)
     return app
 
 

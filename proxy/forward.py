@@ -115,6 +115,20 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+async def expect_continue(request: web.Request) -> None:
+    """Answer `Expect: 100-continue` at this hop (Expect is never forwarded).
+
+    A body announced larger than the limit gets no 100: forward() answers 413 before the
+    client sends it. Other expectations are ignored, as the header is not forwarded.
+    """
+    too_large = (request.content_length or 0) > request.app[UPSTREAM].max_body_size
+    expect = request.headers.get("Expect", "").lower()
+    if expect == "100-continue" and request.version >= (1, 1) and not too_large:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # The interim response is not part of the response proper.
+        request.writer.output_size = 0
+
+
 async def forward(request: web.Request) -> web.StreamResponse:
     exchange = Exchange(method=request.method, target=request.raw_path)
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex

@@ -310,3 +310,19 @@ async def test_upstream_header_that_cannot_be_relayed_unchanged_is_502(
     fake.handler = latin1
     error = await expect_error(proxy, 502, "upstream_bad_response")
     assert "X-Name" in error["message"]
+
+
+async def test_oversized_body_announced_with_expect_gets_413_instead_of_100(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy(limits={"max_body_size": 10})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(
+        b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 11\r\n\r\n"
+    )
+    response = await read_head_and_body(reader)
+    writer.close()
+    assert response.status == 413
+    assert json.loads(response.body)["error"]["code"] == "request_too_large"
+    assert fake.received == []

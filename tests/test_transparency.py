@@ -341,3 +341,13 @@ async def test_large_request_body_streams_byte_equal(
     async with client.post(proxy.make_url("/backend-api/responses"), data=chunks()) as response:
         assert response.status == 200
     assert fake.last.body == body
+
+
+async def test_unknown_expectation_is_ignored_and_not_forwarded(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    data = b"POST /x HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    response = parse_response(await raw_request(proxy.port, data))
+    assert response.status == 200
+    assert fake.last.headers == [("Host", f"127.0.0.1:{fake.port}"), ("Content-Length", "2")]
+    assert fake.last.body == b"hi"
