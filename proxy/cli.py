@@ -32,6 +32,7 @@ from proxy.settings import (
 )
 
 PROG = "codex-path-proxy"
+_METAVARS = {"--capture-dir": "DIR"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,14 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False, parents=[config])
     for flag, (section, key) in FLAGS.items():
         spec = keys(section)[key]
+        kind = key_type(section, key)
+        why = f"{section}.{key}: {spec.metadata['why']}"
+        if kind is bool:
+            options.add_argument(
+                flag, dest=flag, action="store_true", default=argparse.SUPPRESS, help=why
+            )
+            continue
         options.add_argument(
             flag,
             dest=flag,
-            type=key_type(section, key),
+            type=kind,
             choices=spec.metadata["choices"] or None,
-            metavar=key.upper() if not spec.metadata["choices"] else None,
+            metavar=None if spec.metadata["choices"] else _METAVARS.get(flag, key.upper()),
             default=argparse.SUPPRESS,
-            help=f"{section}.{key}: {spec.metadata['why']} (default: {spec.default})",
+            help=f"{why} (default: {spec.default or 'none'})",
         )
 
     parser = argparse.ArgumentParser(

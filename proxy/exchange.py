@@ -1,15 +1,19 @@
-"""One exchange (request and its response) as the log sees it, written once when it ends."""
+"""One exchange (a request and its response, or a WebSocket session) as it happens.
+
+Forwarding fills it in; observers (the log line, metrics, the inspector, body capture)
+are told when it starts, when it changes and when it ends. It holds raw header pairs:
+whatever shows them redacts them first.
+"""
 
 from __future__ import annotations
 
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
-import structlog
-
-from proxy.redact import redact_target
+from proxy.headers import Pairs, value_of
+from proxy.sse import StreamSummary
 
 
 class Outcome(enum.StrEnum):
@@ -21,40 +25,108 @@ class Outcome(enum.StrEnum):
     REJECTED = "rejected"
 
 
+class Observer(Protocol):
+    def started(self, exchange: Exchange) -> None: ...
+
+    def changed(self, exchange: Exchange) -> None: ...
+
+    def ended(self, exchange: Exchange) -> None: ...
+
+
+@dataclass(slots=True)
+class Body:
+    """The first `limit` bytes of one body (a copy for capture), and its whole size."""
+
+    limit: int
+    data: bytearray = field(default_factory=bytearray)
+    size: int = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.data)
+
+
+@dataclass(slots=True)
+class Bodies:
+    request: Body
+    response: Body
+
+    @classmethod
+    def capped(cls, limit: int) -> Bodies:
+        return cls(Body(limit), Body(limit))
+
+
+@dataclass(slots=True, kw_only=True)
+class WebSocketStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    close_code: int | None = None
+    close_reason: str | None = None
+    closed_by: str | None = None
+
+
 @dataclass(slots=True, kw_only=True)
 class Exchange:
+    request_id: str
     method: str
     target: str
+    client: str | None = None
+    websocket: WebSocketStats | None = None
     upstream_target: str | None = None
     rule: str | None = None
     status: int | None = None
     outcome: Outcome = Outcome.COMPLETED
     cause: str | None = None
+    limit: str | None = None
+    request_headers: Pairs = field(default_factory=list)
+    response_headers: Pairs = field(default_factory=list)
     request_bytes: int = 0
     response_bytes: int = 0
+    sse: StreamSummary | None = None
+    bodies: Bodies | None = None
+    diagnosis: str | None = None
+    started_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
+    connect_ms: float | None = None
+    headers_ms: float | None = None
+    first_byte_ms: float | None = None
+    duration_ms: float | None = None
+    observers: tuple[Observer, ...] = ()
 
-    def fail(self, outcome: Outcome, cause: str) -> None:
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+    def fail(self, outcome: Outcome, cause: str, *, limit: str | None = None) -> None:
         self.outcome = outcome
         self.cause = cause
+        self.limit = limit
 
-    def fields(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "path": redact_target(self.target),
-            "upstream_path": redact_target(self.upstream_target) if self.upstream_target else None,
-            "rule": self.rule,
-            "status": self.status,
-            "outcome": str(self.outcome),
-            "cause": self.cause,
-            "request_bytes": self.request_bytes,
-            "response_bytes": self.response_bytes,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
-        }
+    def start(self) -> None:
+        for observer in self.observers:
+            observer.started(self)
 
-    def log(self) -> None:
-        log = structlog.get_logger("proxy.request")
-        if self.outcome is Outcome.COMPLETED:
-            log.info("request", **self.fields())
-        else:
-            log.warning("request", **self.fields())
+    def change(self) -> None:
+        for observer in self.observers:
+            observer.changed(self)
+
+    def end(self) -> None:
+        self.duration_ms = self.elapsed_ms()
+        for observer in self.observers:
+            observer.ended(self)
+
+    def request_header(self, name: str) -> str | None:
+        return value_of(self.request_headers, name)
+
+    def response_header(self, name: str) -> str | None:
+        return value_of(self.response_headers, name)
+
+    @property
+    def stream_unfinished(self) -> bool:
+        """A 200 event stream that ended without `response.completed`."""
+        return self.status == 200 and self.sse is not None and not self.sse.completed

@@ -65,6 +65,11 @@ def decode(raw: Iterable[tuple[bytes, bytes]]) -> Pairs:
     return pairs
 
 
+def decode_lossy(raw: Iterable[tuple[bytes, bytes]]) -> Pairs:
+    """Wire bytes to text for showing (never for forwarding): bad bytes become U+FFFD."""
+    return [(name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw]
+
+
 def value_of(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
     """The first value of a header, matched case-insensitively."""
     lowered = name.lower()

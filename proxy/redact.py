@@ -1,36 +1,123 @@
-"""Redaction for anything logged: secrets never reach a log line.
+"""Redaction for anything logged, captured or shown: secrets never leave in clear.
 
-The first line of defence is what callers choose to log; these functions are the second.
+The first line of defence is an allow-list of headers whose values may be shown; every
+other value, and every credential-shaped string in any text, becomes a marker with a
+short non-reversible fingerprint (`Bearer [redacted #3f9a1c]`), so two tokens can be
+told apart without either being seen.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 
-MASK = "[redacted]"
-
-# Query parameter names that may carry credentials.
-_SECRET_NAME = re.compile(r"token|key|secret|passw|auth|code|sig|session|cookie|jwt|bearer", re.I)
-# Credentials recognisable by shape wherever they appear in a logged string.
-_SECRET_SHAPES = re.compile(
-    r"(?i:(bearer|basic)\s+)[^\s\"',;]+"  # an Authorization value
-    r"|eyJ[\w-]{6,}\.[\w-]{6,}\.?[\w-]*"  # a JWT
-    r"|sk-[\w-]{12,}"  # an OpenAI API key
+# Header values safe to show: they identify clients and exchanges, never a person or a
+# credential. Anything not listed is redacted.
+SHOWN = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "cf-cache-status",
+        "cf-mitigated",
+        "cf-ray",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "host",
+        "location",
+        "openai-beta",
+        "openai-processing-ms",
+        "openai-version",
+        "originator",
+        "retry-after",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-version",
+        "server",
+        "session-id",
+        "session_id",
+        "thread-id",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "version",
+        "x-client-request-id",
+        "x-request-id",
+    }
 )
+SHOWN_PREFIXES = ("x-codex-", "x-stainless-", "x-ratelimit-", "x-openai-")
+# Always redacted, even under a shown prefix.
+_SECRET_NAME = re.compile(
+    r"authorization|cookie|account-id|token|key|secret|passw|session-token|jwt|credential|"
+    r"^sec-websocket-key$|^sec-websocket-accept$",
+    re.I,
+)
+# Query parameter names that may carry credentials.
+_SECRET_PARAM = re.compile(r"token|key|secret|passw|auth|code|sig|session|cookie|jwt|bearer", re.I)
+# Credentials recognisable by shape wherever they appear.
+_SECRET_SHAPES = re.compile(
+    r"(?P<scheme>(?i:bearer|basic)\s+)(?P<cred>[^\s\"',;]+)"
+    r"|(?P<jwt>eyJ[\w-]{6,}\.[\w-]{6,}\.?[\w-]*)"
+    r"|(?P<key>sk-[\w-]{12,})"
+)
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][\w-]*\s+)(?=\S)")
+
+
+def fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+
+
+def marker(secret: str) -> str:
+    return f"[redacted #{fingerprint(secret)}]"
+
+
+def header_value(name: str, value: str) -> str:
+    """The value as it may be shown: allow-listed ones in clear (still shape-checked)."""
+    lowered = name.lower()
+    shown = lowered in SHOWN or lowered.startswith(SHOWN_PREFIXES)
+    if shown and not _SECRET_NAME.search(lowered):
+        return redact_text(value)
+    if not value:
+        return value
+    scheme = _SCHEME.match(value) if lowered in ("authorization", "proxy-authorization") else None
+    if scheme:
+        return scheme.group("scheme") + marker(value[scheme.end() :])
+    return marker(value)
+
+
+def headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, header_value(name, value)) for name, value in pairs]
 
 
 def redact_target(target: str) -> str:
-    """The request target with the values of credential-like query parameters masked."""
+    """The request target with credential-like query values masked."""
     path, mark, query = target.partition("?")
     if not query:
-        return target
+        return redact_text(target)
     params = []
     for param in query.split("&"):
         name, equals, value = param.partition("=")
-        params.append(f"{name}={MASK}" if equals and value and _SECRET_NAME.search(name) else param)
-    return path + mark + "&".join(params)
+        secret = equals and value and _SECRET_PARAM.search(name)
+        params.append(f"{name}={marker(value)}" if secret else param)
+    return redact_text(path + mark + "&".join(params))
 
 
 def redact_text(text: str) -> str:
-    """Mask bearer tokens, JWTs and API keys anywhere in a string."""
-    return _SECRET_SHAPES.sub(lambda m: (m.group(1) + " " if m.group(1) else "") + MASK, text)
+    """Mask bearer credentials, JWTs and API keys anywhere in a string."""
+    if not text:
+        return text
+    return _SECRET_SHAPES.sub(_mask, text)
+
+
+def _mask(found: re.Match[str]) -> str:
+    if found.group("scheme"):
+        return found.group("scheme") + marker(found.group("cred"))
+    return marker(found.group(0))

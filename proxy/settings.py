@@ -11,7 +11,7 @@ import dataclasses
 import ipaddress
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,16 @@ class Log:
     format: str = setting(
         "auto", "auto: console on a terminal, JSON otherwise", choices=LOG_FORMATS
     )
+    bodies: bool = setting(False, "short redacted body excerpts in debug lines")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capture:
+    dir: str = setting("", "write each exchange as a redacted HAR file here; empty: off")
+    body_limit: int = setting(1024 * 1024, "bytes of each body kept in a capture")
+    total_limit: int = setting(
+        256 * 1024 * 1024, "bytes all captures may use; the oldest files go first"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +94,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     shutdown: Shutdown = field(default_factory=Shutdown)
     log: Log = field(default_factory=Log)
+    capture: Capture = field(default_factory=Capture)
     rewrite: Rewrite = field(default_factory=Rewrite)
 
 
@@ -96,6 +107,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--upstream": ("upstream", "url"),
     "--log-level": ("log", "level"),
     "--log-format": ("log", "format"),
+    "--log-bodies": ("log", "bodies"),
+    "--capture-dir": ("capture", "dir"),
 }
 
 
@@ -191,6 +204,12 @@ def _from_environ(environ: Mapping[str, str]) -> Sourced:
 
 def _parse_env(raw: str, section: str, key: str, where: str) -> Any:
     kind = key_type(section, key)
+    if kind is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{where}: {section}.{key}: expected true or false, got {raw!r}")
     if kind is int:
         try:
             return int(raw, 10)
@@ -216,6 +235,10 @@ def _coerce(raw: Any, section: str, key: str, where: str) -> Any:
     kind = key_type(section, key)
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
         raw = float(raw)
+    if kind is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{where}: {name}: expected true or false, got {raw!r}")
+        return raw
     if kind in (str, int, float):
         if not isinstance(raw, kind) or isinstance(raw, bool):
             raise ConfigError(f"{where}: {name}: expected {_NOUNS[kind]}, got {raw!r}")
@@ -232,6 +255,8 @@ def _coerce(raw: Any, section: str, key: str, where: str) -> Any:
 
 
 _NOUNS: dict[type[Any], str] = {str: "a string", int: "an integer", float: "a number"}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 _RULE_KEYS = ("name", "kind", "match", "target")
 
 
@@ -273,32 +298,45 @@ def _validate(settings: Settings, values: Sourced) -> None:
     def fail(section: str, key: str, reason: str) -> typing.NoReturn:
         raise ConfigError(f"{values[section, key].source}: {section}.{key}: {reason}")
 
-    upstream = settings.upstream.url
-    try:
-        url = URL(upstream)
-    except ValueError as exc:
-        fail("upstream", "url", f"not a URL: {exc}")
-    if url.scheme not in ("http", "https") or not url.host:
-        fail("upstream", "url", f"must be an http:// or https:// URL, got {upstream!r}")
-    if url.raw_path not in ("", "/") or url.raw_query_string or url.raw_fragment or url.raw_user:
-        fail("upstream", "url", f"must be an origin only (scheme://host[:port]), got {upstream!r}")
+    _validate_upstream(settings.upstream, fail)
     if not 0 <= settings.listen.port <= 65535:
         fail("listen", "port", f"must be 0..65535, got {settings.listen.port}")
-    for key in ("connect_timeout", "idle_timeout"):
-        if getattr(settings.upstream, key) <= 0:
-            fail("upstream", key, "must be greater than 0")
-    if settings.upstream.pool_size < 1:
-        fail("upstream", "pool_size", "must be at least 1")
-    if settings.limits.max_body_size < 0:
-        fail("limits", "max_body_size", "must not be negative")
-    if settings.limits.max_header_size < 8190:
-        fail("limits", "max_header_size", "must be at least 8190 (HTTP's usual line limit)")
-    if settings.shutdown.grace < 0:
-        fail("shutdown", "grace", "must not be negative")
+    minimums = [
+        ("limits", "max_body_size", 0, "must not be negative"),
+        ("limits", "max_header_size", 8190, "must be at least 8190 (HTTP's usual line limit)"),
+        ("capture", "body_limit", 0, "must not be negative"),
+        ("capture", "total_limit", 0, "must not be negative"),
+        ("shutdown", "grace", 0, "must not be negative"),
+    ]
+    for section, key, minimum, reason in minimums:
+        if getattr(getattr(settings, section), key) < minimum:
+            fail(section, key, reason)
     names = {rule.name for rule in settings.rewrite.rules}
     for name in settings.rewrite.disabled:
         if name not in names:
             fail("rewrite", "disabled", f"no rule is named {name!r}")
+
+
+def _validate_upstream(
+    upstream: Upstream, fail: Callable[[str, str, str], typing.NoReturn]
+) -> None:
+    try:
+        url = URL(upstream.url)
+    except ValueError as exc:
+        fail("upstream", "url", f"not a URL: {exc}")
+    if url.scheme not in ("http", "https") or not url.host:
+        fail("upstream", "url", f"must be an http:// or https:// URL, got {upstream.url!r}")
+    if url.raw_path not in ("", "/") or url.raw_query_string or url.raw_fragment or url.raw_user:
+        fail(
+            "upstream",
+            "url",
+            f"must be an origin only (scheme://host[:port]), got {upstream.url!r}",
+        )
+    for key in ("connect_timeout", "idle_timeout"):
+        if getattr(upstream, key) <= 0:
+            fail("upstream", key, "must be greater than 0")
+    if upstream.pool_size < 1:
+        fail("upstream", "pool_size", "must be at least 1")
 
 
 def is_loopback(host: str) -> bool:

@@ -11,6 +11,7 @@ import sys
 import pytest
 from aiohttp import web
 
+from proxy.redact import fingerprint
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import parse_response, raw_request
 from tests.proc import start_proxy_process
@@ -52,8 +53,9 @@ async def test_startup_line_request_line_and_no_secrets_in_logs(fake: FakeUpstre
         assert response.status == 200
         line = await proxy.wait_for("request")
         assert line["method"] == "POST"
-        assert line["path"] == "/backend-api/responses?access_token=[redacted]&x=1"
-        assert line["upstream_path"] == "/backend-api/codex/responses?access_token=[redacted]&x=1"
+        mask = f"[redacted #{fingerprint(TOKEN)}]"
+        assert line["path"] == f"/backend-api/responses?access_token={mask}&x=1"
+        assert line["upstream_path"] == f"/backend-api/codex/responses?access_token={mask}&x=1"
         assert line["rule"] == "legacy-responses"
         assert line["status"] == 200
         assert isinstance(line["duration_ms"], float)

@@ -1,0 +1,144 @@
+"""The canonical log line: one per exchange, written when it ends, everything to debug it.
+
+At debug level, an extra line when the exchange starts shows the request headers
+through the redaction allow-list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from proxy import redact
+from proxy.capture import excerpt
+from proxy.exchange import Exchange, Outcome
+
+# Upstream identifiers worth a field of their own when present.
+IDENTIFIERS = {
+    "cf-ray": "cf_ray",
+    "x-request-id": "upstream_request_id",
+    "openai-processing-ms": "openai_processing_ms",
+}
+
+
+def fields(exchange: Exchange) -> dict[str, Any]:
+    """The canonical line's fields, every value already redacted."""
+    line: dict[str, Any] = {
+        "request_id": exchange.request_id,
+        "client": exchange.client,
+        "method": exchange.method,
+        "path": redact.redact_target(exchange.target),
+        "upstream_path": (
+            redact.redact_target(exchange.upstream_target) if exchange.upstream_target else None
+        ),
+        "rule": exchange.rule,
+        "status": exchange.status,
+        "outcome": str(exchange.outcome),
+        "cause": exchange.cause,
+        "request_bytes": exchange.request_bytes,
+        "response_bytes": exchange.response_bytes,
+        "request_encoding": exchange.request_header("Content-Encoding"),
+        "response_encoding": exchange.response_header("Content-Encoding"),
+        "content_type": exchange.response_header("Content-Type"),
+        "connect_ms": exchange.connect_ms,
+        "headers_ms": exchange.headers_ms,
+        "first_byte_ms": exchange.first_byte_ms,
+        "duration_ms": exchange.duration_ms,
+    }
+    if exchange.limit:
+        line["limit"] = exchange.limit
+    if exchange.sse is not None:
+        sse = exchange.sse
+        line.update(
+            events=sse.events,
+            first_event=sse.first_event,
+            last_event=sse.last_event,
+            stream_end=sse.terminal,
+            completed=sse.completed,
+        )
+        if sse.error_code or sse.error_message:
+            line["error_code"] = sse.error_code
+            line["error_message"] = redact.redact_text(sse.error_message or "")
+        if sse.usage is not None:
+            line["usage"] = sse.usage
+    if exchange.websocket is not None:
+        ws = exchange.websocket
+        line.update(
+            websocket=True,
+            frames_in=ws.frames_in,
+            frames_out=ws.frames_out,
+            close_code=ws.close_code,
+            close_reason=ws.close_reason,
+            closed_by=ws.closed_by,
+        )
+    quota = {}
+    for name, value in exchange.response_headers:
+        lowered = name.lower()
+        if lowered in IDENTIFIERS:
+            line[IDENTIFIERS[lowered]] = redact.header_value(name, value)
+        elif lowered.startswith("x-codex-"):
+            quota[lowered] = redact.header_value(name, value)
+    if quota:
+        line["quota"] = quota
+    if exchange.diagnosis:
+        line["diagnosis"] = exchange.diagnosis
+    return line
+
+
+def is_warning(exchange: Exchange) -> bool:
+    return (
+        exchange.outcome is not Outcome.COMPLETED
+        or exchange.diagnosis is not None
+        or exchange.stream_unfinished
+    )
+
+
+class CanonicalLog:
+    """The observer that writes the line (and, at debug level, headers and body excerpts)."""
+
+    def __init__(self, *, debug: bool, bodies: bool) -> None:
+        # Checked here: the redacted header lists are built only when they will be written.
+        self.debug = debug
+        self.bodies = bodies
+
+    def started(self, exchange: Exchange) -> None:
+        if not self.debug:
+            return
+        log = structlog.get_logger("proxy.request")
+        log.debug(
+            "request headers",
+            request_id=exchange.request_id,
+            method=exchange.method,
+            path=redact.redact_target(exchange.target),
+            headers=redact.headers(exchange.request_headers),
+        )
+
+    def changed(self, exchange: Exchange) -> None:
+        pass
+
+    def ended(self, exchange: Exchange) -> None:
+        log = structlog.get_logger("proxy.request")
+        if self.debug and exchange.response_headers:
+            log.debug(
+                "response headers",
+                request_id=exchange.request_id,
+                status=exchange.status,
+                headers=redact.headers(exchange.response_headers),
+            )
+        if self.debug and self.bodies and exchange.bodies is not None:
+            log.debug(
+                "bodies",
+                request_id=exchange.request_id,
+                request_body=excerpt(
+                    exchange.bodies.request, exchange.request_header("Content-Encoding")
+                ),
+                response_body=excerpt(
+                    exchange.bodies.response, exchange.response_header("Content-Encoding")
+                ),
+            )
+        event = "websocket" if exchange.websocket is not None else "request"
+        if is_warning(exchange):
+            log.warning(event, **fields(exchange))
+        else:
+            log.info(event, **fields(exchange))

@@ -1,0 +1,226 @@
+"""Opt-in body capture: each exchange as a redacted HAR 1.2 file, for reading, not replay.
+
+Bodies are copied as they pass (up to a cap) and decoded later on the copy; the files
+are written off the event loop when the exchange ends, mode 0600, and the oldest are
+removed once all captures exceed their total budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import json
+import os
+import re
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import brotli
+import structlog
+import zstandard
+
+from proxy import __version__, redact
+from proxy.exchange import Bodies, Body, Exchange
+
+_BLOB = re.compile(rb"[A-Za-z0-9+/]{4096,}={0,2}")
+EXCERPT = 512
+
+
+def _decoders() -> dict[str, Callable[[bytes], bytes]]:
+    # Streaming decoders: a body cut at the capture limit decodes as far as it goes.
+    return {
+        "zstd": lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data),
+        "gzip": lambda data: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16).decompress(data),
+        "x-gzip": lambda data: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16).decompress(data),
+        "deflate": lambda data: zlib.decompressobj().decompress(data),
+        "br": lambda data: bytes(brotli.Decompressor().process(data)),
+        "identity": bytes,
+    }
+
+
+def decode(body: Body, encoding: str | None) -> tuple[bytes, str | None]:
+    """The body decoded by its Content-Encoding, and a note when it could not be."""
+    data = bytes(body.data)
+    name = (encoding or "identity").strip().lower()
+    decoder = _decoders().get(name)
+    if decoder is None:
+        return data, f"not decoded: unknown content-encoding {name}"
+    try:
+        return decoder(data), None
+    except (zstandard.ZstdError, zlib.error, brotli.error) as exc:
+        return data, f"not decoded ({name}: {exc})"
+
+
+def readable(data: bytes) -> tuple[str, str | None]:
+    """Text for a reader: images replaced by their size and hash, secrets masked."""
+
+    def placeholder(found: re.Match[bytes]) -> bytes:
+        blob = found.group(0)
+        digest = hashlib.sha256(blob).hexdigest()
+        return f"[base64 blob: {len(blob)} bytes, sha256 {digest}]".encode()
+
+    data = _BLOB.sub(placeholder, data)
+    try:
+        return redact.redact_text(data.decode("utf-8")), None
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def excerpt(body: Body, encoding: str | None) -> str:
+    data, _ = decode(body, encoding)
+    text, how = readable(data[:EXCERPT])
+    return f"[{how}] {text}" if how else text
+
+
+def _content(body: Body, encoding: str | None, mime: str) -> dict[str, Any]:
+    data, problem = decode(body, encoding)
+    text, how = readable(data)
+    notes = [note for note in (problem,) if note]
+    if body.truncated:
+        notes.append(f"truncated: {len(body.data)} of {body.size} bytes kept")
+    content: dict[str, Any] = {"size": len(data), "mimeType": mime, "text": text}
+    if how:
+        content["encoding"] = how
+    if notes:
+        content["comment"] = "; ".join(notes)
+    return content
+
+
+def _headers(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in redact.headers(pairs)]
+
+
+def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
+    """One exchange as a HAR 1.2 log (the URL is the upstream's, after rewriting)."""
+    target = exchange.upstream_target or exchange.target
+    query = target.partition("?")[2]
+    request_type = exchange.request_header("Content-Type") or ""
+    response_type = exchange.response_header("Content-Type") or ""
+    wait = exchange.headers_ms or 0.0
+    total = exchange.duration_ms or 0.0
+    entry: dict[str, Any] = {
+        "startedDateTime": datetime.datetime.fromtimestamp(
+            exchange.started_at, datetime.UTC
+        ).isoformat(),
+        "time": total,
+        "request": {
+            "method": exchange.method,
+            "url": upstream + redact.redact_target(target),
+            "httpVersion": "HTTP/1.1",
+            "cookies": [],
+            "headers": _headers(exchange.request_headers),
+            "queryString": [
+                {"name": name, "value": value}
+                for name, _, value in (
+                    part.partition("=")
+                    for part in redact.redact_target("/?" + query)[2:].split("&")
+                )
+                if name
+            ],
+            "headersSize": -1,
+            "bodySize": bodies.request.size,
+        },
+        "response": {
+            "status": exchange.status or 0,
+            "statusText": "",
+            "httpVersion": "HTTP/1.1",
+            "cookies": [],
+            "headers": _headers(exchange.response_headers),
+            "content": _content(
+                bodies.response, exchange.response_header("Content-Encoding"), response_type
+            ),
+            "redirectURL": exchange.response_header("Location") or "",
+            "headersSize": -1,
+            "bodySize": bodies.response.size,
+        },
+        "cache": {},
+        "timings": {
+            "blocked": -1,
+            "dns": -1,
+            "connect": exchange.connect_ms if exchange.connect_ms is not None else -1,
+            "ssl": -1,
+            "send": 0,
+            "wait": wait,
+            "receive": max(total - wait, 0.0),
+        },
+        "comment": f"request_id {exchange.request_id}; rule {exchange.rule or 'none'}; "
+        f"path sent by the client {redact.redact_target(exchange.target)}; "
+        f"outcome {exchange.outcome}" + (f"; {exchange.diagnosis}" if exchange.diagnosis else ""),
+    }
+    if bodies.request.size or exchange.method in ("POST", "PUT", "PATCH"):
+        content = _content(
+            bodies.request, exchange.request_header("Content-Encoding"), request_type
+        )
+        notes = [note for note in (content.get("comment"), content.get("encoding")) if note]
+        post: dict[str, Any] = {"mimeType": request_type, "text": content["text"]}
+        if notes:
+            post["comment"] = "; ".join(notes)
+        entry["request"]["postData"] = post
+    return {
+        "log": {
+            "version": "1.2",
+            "creator": {"name": "codex-path-proxy", "version": __version__},
+            "entries": [entry],
+        }
+    }
+
+
+class Capture:
+    """The observer that writes one HAR file per exchange that recorded bodies."""
+
+    def __init__(self, directory: str, *, total_limit: int, upstream: str) -> None:
+        self.directory = Path(directory)
+        self.total_limit = total_limit
+        self.upstream = upstream
+        self._pending: set[asyncio.Future[None]] = set()
+
+    def prepare(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def started(self, exchange: Exchange) -> None:
+        pass
+
+    def changed(self, exchange: Exchange) -> None:
+        pass
+
+    def ended(self, exchange: Exchange) -> None:
+        if exchange.bodies is None:
+            return
+        document = har(exchange, exchange.bodies, upstream=self.upstream)
+        stamp = datetime.datetime.fromtimestamp(exchange.started_at, datetime.UTC)
+        name = f"{stamp:%Y%m%dT%H%M%S.%f}-{exchange.request_id[:32]}.har"
+        future = asyncio.get_running_loop().run_in_executor(None, self._write, name, document)
+        self._pending.add(future)
+        future.add_done_callback(self._written)
+
+    async def drain(self) -> None:
+        """Wait for files still being written (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def _written(self, future: asyncio.Future[None]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and (error := future.exception()) is not None:
+            structlog.get_logger("proxy.capture").error("capture not written", error=str(error))
+
+    def _write(self, name: str, document: dict[str, Any]) -> None:
+        path = self.directory / name
+        data = json.dumps(document, indent=1).encode()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        self._rotate()
+
+    def _rotate(self) -> None:
+        files = sorted(self.directory.glob("*.har"))
+        sizes = {path: path.stat().st_size for path in files}
+        total = sum(sizes.values())
+        for path in files:
+            if total <= self.total_limit:
+                break
+            total -= sizes[path]
+            path.unlink(missing_ok=True)

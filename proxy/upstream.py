@@ -1,0 +1,139 @@
+"""The upstream side: the one pooled client session, and requests put on the wire exactly."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import aiohttp
+from aiohttp import web
+from aiohttp.client_middlewares import ClientHandlerType
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.exchange import Exchange
+from proxy.headers import Pairs
+from proxy.rules import Rule
+from proxy.settings import Settings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upstream:
+    """Where every forwarded request goes, and the limits that apply, fixed at start-up."""
+
+    origin: str
+    host: str
+    rules: tuple[Rule, ...]
+    max_body_size: int
+    connect_timeout: float
+    idle_timeout: float
+    record_bodies: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Upstream:
+        origin = URL(settings.upstream.url).origin()
+        host = origin.host_port_subcomponent
+        assert host is not None
+        capture = settings.capture.dir or settings.log.bodies
+        return cls(
+            origin=str(origin),
+            host=host,
+            rules=settings.rewrite.active,
+            max_body_size=settings.limits.max_body_size,
+            connect_timeout=settings.upstream.connect_timeout,
+            idle_timeout=settings.upstream.idle_timeout,
+            record_bodies=settings.capture.body_limit if capture else 0,
+        )
+
+    def url(self, target: str) -> URL:
+        # encoded=True: the raw target goes upstream byte for byte, never re-quoted.
+        return URL(self.origin + target, encoded=True)
+
+
+UPSTREAM = web.AppKey("upstream", Upstream)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
+def send_exactly(pairs: Pairs) -> aiohttp.ClientMiddlewareType:
+    """A per-request client middleware that puts the given headers on the wire as they are.
+
+    aiohttp's session merges header names case-sensitively (so `X-A` then `x-a` collapse
+    into one) and adds its own; this replaces its result with the exact list, keeping only
+    the Transfer-Encoding it chose for the body framing.
+    """
+
+    async def middleware(
+        req: aiohttp.ClientRequest, handler: ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        framing = req.headers.get("Transfer-Encoding")
+        req.headers = CIMultiDict(pairs)
+        if framing is not None:
+            req.headers["Transfer-Encoding"] = framing
+        return await handler(req)
+
+    return middleware
+
+
+def framing(pairs: Pairs) -> Pairs:
+    """Only the header that tells aiohttp how the client framed its body."""
+    return [(name, value) for name, value in pairs if name.lower() == "content-length"][:1]
+
+
+def connect_timing() -> aiohttp.TraceConfig:
+    """Records on each exchange (its trace_request_ctx) how long the upstream connect took."""
+    trace = aiohttp.TraceConfig()
+
+    async def created(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+        exchange: Exchange = context.trace_request_ctx
+        exchange.connect_ms = round((time.perf_counter() - context.connect_started) * 1000, 3)
+
+    async def creating(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+        context.connect_started = time.perf_counter()
+
+    async def reused(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+        exchange: Exchange = context.trace_request_ctx
+        exchange.connect_ms = 0.0
+
+    trace.on_connection_create_start.append(creating)
+    trace.on_connection_create_end.append(created)
+    trace.on_connection_reuseconn.append(reused)
+    return trace
+
+
+def client_session_context(
+    settings: Settings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def client_session(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(
+            limit=settings.upstream.pool_size,
+            # The system trust store, with SNI and hostname checks.
+            ssl=ssl.create_default_context(),
+        )
+        async with aiohttp.ClientSession(
+            connector=connector,
+            # total=None: a stream may last an hour; only silence between bytes is limited.
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=settings.upstream.connect_timeout,
+                sock_read=settings.upstream.idle_timeout,
+            ),
+            # Bodies pass as bytes: never inflate what the client will decode itself.
+            auto_decompress=False,
+            # Nothing learnt from one response may reach another client's request.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # Proxies and ~/.netrc from the environment would change where tokens go.
+            trust_env=False,
+            # No header the client did not send (send_exactly replaces the rest).
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            # Big cookies and quota headers come back from chatgpt.com.
+            max_line_size=settings.limits.max_header_size,
+            max_field_size=settings.limits.max_header_size,
+            trace_configs=[connect_timing()],
+        ) as session:
+            app[SESSION] = session
+            yield
+
+    return client_session
