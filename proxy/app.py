@@ -12,6 +12,7 @@ from proxy.capture import Capture
 from proxy.exchange import Observer
 from proxy.forward import expect_continue, forward
 from proxy.guard import guard
+from proxy.lifecycle import LIFECYCLE, Lifecycle
 from proxy.settings import Settings
 from proxy.track import OBSERVERS
 from proxy.upstream import UPSTREAM, Upstream, client_session_context
@@ -23,8 +24,10 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[guard])
     app[SETTINGS] = settings
     app[UPSTREAM] = upstream = Upstream.from_settings(settings)
+    app[LIFECYCLE] = lifecycle = Lifecycle()
     observers: list[Observer] = [
-        CanonicalLog(debug=settings.log.level == "debug", bodies=settings.log.bodies)
+        lifecycle,
+        CanonicalLog(debug=settings.log.level == "debug", bodies=settings.log.bodies),
     ]
     if settings.capture.dir:
         capture = Capture(

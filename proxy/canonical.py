@@ -127,14 +127,15 @@ class CanonicalLog:
                 headers=redact.headers(exchange.response_headers),
             )
         if self.debug and self.bodies and exchange.bodies is not None:
+            secrets = redact.secret_values([*exchange.request_headers, *exchange.response_headers])
             log.debug(
                 "bodies",
                 request_id=exchange.request_id,
                 request_body=excerpt(
-                    exchange.bodies.request, exchange.request_header("Content-Encoding")
+                    exchange.bodies.request, exchange.request_header("Content-Encoding"), secrets
                 ),
                 response_body=excerpt(
-                    exchange.bodies.response, exchange.response_header("Content-Encoding")
+                    exchange.bodies.response, exchange.response_header("Content-Encoding"), secrets
                 ),
             )
         event = "websocket" if exchange.websocket is not None else "request"

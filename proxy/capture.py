@@ -15,7 +15,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def decode(body: Body, encoding: str | None) -> tuple[bytes, str | None]:
         return data, f"not decoded ({name}: {exc})"
 
 
-def readable(data: bytes) -> tuple[str, str | None]:
+def readable(data: bytes, secrets: Sequence[str] = ()) -> tuple[str, str | None]:
     """Text for a reader: images replaced by their size and hash, secrets masked."""
 
     def placeholder(found: re.Match[bytes]) -> bytes:
@@ -65,20 +65,20 @@ def readable(data: bytes) -> tuple[str, str | None]:
 
     data = _BLOB.sub(placeholder, data)
     try:
-        return redact.redact_text(data.decode("utf-8")), None
+        return redact.mask_known(redact.redact_text(data.decode("utf-8")), secrets), None
     except UnicodeDecodeError:
         return base64.b64encode(data).decode("ascii"), "base64"
 
 
-def excerpt(body: Body, encoding: str | None) -> str:
+def excerpt(body: Body, encoding: str | None, secrets: Sequence[str]) -> str:
     data, _ = decode(body, encoding)
-    text, how = readable(data[:EXCERPT])
+    text, how = readable(data[:EXCERPT], secrets)
     return f"[{how}] {text}" if how else text
 
 
-def _content(body: Body, encoding: str | None, mime: str) -> dict[str, Any]:
+def _content(body: Body, encoding: str | None, mime: str, secrets: Sequence[str]) -> dict[str, Any]:
     data, problem = decode(body, encoding)
-    text, how = readable(data)
+    text, how = readable(data, secrets)
     notes = [note for note in (problem,) if note]
     if body.truncated:
         notes.append(f"truncated: {len(body.data)} of {body.size} bytes kept")
@@ -101,6 +101,7 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
     request_type = exchange.request_header("Content-Type") or ""
     response_type = exchange.response_header("Content-Type") or ""
     wait = exchange.headers_ms or 0.0
+    secrets = redact.secret_values([*exchange.request_headers, *exchange.response_headers])
     total = exchange.duration_ms or 0.0
     entry: dict[str, Any] = {
         "startedDateTime": datetime.datetime.fromtimestamp(
@@ -131,7 +132,10 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
             "cookies": [],
             "headers": _headers(exchange.response_headers),
             "content": _content(
-                bodies.response, exchange.response_header("Content-Encoding"), response_type
+                bodies.response,
+                exchange.response_header("Content-Encoding"),
+                response_type,
+                secrets,
             ),
             "redirectURL": exchange.response_header("Location") or "",
             "headersSize": -1,
@@ -153,7 +157,7 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
     }
     if bodies.request.size or exchange.method in ("POST", "PUT", "PATCH"):
         content = _content(
-            bodies.request, exchange.request_header("Content-Encoding"), request_type
+            bodies.request, exchange.request_header("Content-Encoding"), request_type, secrets
         )
         notes = [note for note in (content.get("comment"), content.get("encoding")) if note]
         post: dict[str, Any] = {"mimeType": request_type, "text": content["text"]}

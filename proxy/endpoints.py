@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.errors import error_response
+from proxy.lifecycle import LIFECYCLE
 
 PREFIX = "/_proxy/"
 
@@ -13,10 +14,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[LIFECYCLE].ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "draining"}, status=503)
+
+
 async def not_found(request: web.Request) -> web.Response:
     return error_response(404, "not_found", f"{PREFIX} is reserved for the proxy's own endpoints")
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get(PREFIX + "healthz", healthz, allow_head=True)
+    router.add_get(PREFIX + "readyz", readyz, allow_head=True)
     router.add_route("*", PREFIX + "{tail:.*}", not_found)

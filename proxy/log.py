@@ -27,12 +27,67 @@ def _redact(value: Any) -> Any:
     return value
 
 
+class ExchangeLine:
+    """For a person at a terminal: each exchange as one aligned line, failures in red.
+
+    POST   /backend-api/responses → /backend-api/codex/responses  200  text/event-stream
+           41 events  response.completed  3.2 s
+    """
+
+    RED = "\x1b[31m"
+    RESET = "\x1b[0m"
+
+    def __init__(self, *, colors: bool) -> None:
+        self.colors = colors
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        if event_dict.get("event") not in ("request", "websocket") or "method" not in event_dict:
+            return event_dict
+        line = self.render(event_dict)
+        if self.colors and event_dict.get("level") in ("warning", "error"):
+            line = self.RED + line + self.RESET
+        kept = {key: event_dict[key] for key in ("timestamp", "level") if key in event_dict}
+        return {**kept, "event": line}
+
+    @staticmethod
+    def render(fields: EventDict) -> str:
+        path = str(fields.get("path"))
+        if fields.get("rule"):
+            path += f" → {fields.get('upstream_path')}"
+        parts = [f"{fields['method']:<6} {path}", str(fields.get("status") or "---")]
+        if fields.get("content_type"):
+            parts.append(str(fields["content_type"]).split(";")[0])
+        if "events" in fields:
+            parts.append(f"{fields['events']} events")
+            parts.append(str(fields.get("stream_end") or "no response.completed"))
+        if fields.get("websocket"):
+            parts.append(f"{fields.get('frames_in')}↑ {fields.get('frames_out')}↓ frames")
+            parts.append(f"close {fields.get('close_code')} by {fields.get('closed_by')}")
+        if fields.get("outcome") != "completed":
+            parts.append(
+                str(fields.get("outcome"))
+                + (f" ({fields['cause']})" if fields.get("cause") else "")
+            )
+        parts.append(_duration(fields.get("duration_ms")))
+        line = "  ".join(parts)
+        if fields.get("diagnosis"):
+            line += f"\n       {fields['diagnosis']}"
+        return line
+
+
+def _duration(ms: object) -> str:
+    if not isinstance(ms, int | float):
+        return "-"
+    return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+
 def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> None:
     """Set up structlog, and route the standard library's records (aiohttp's) through it."""
     stream = stream or sys.stderr
     console = log_format == "console" or (log_format == "auto" and stream.isatty())
+    colors = console and stream.isatty()
     renderer: Processor = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.dev.ConsoleRenderer(colors=colors)
         if console
         else structlog.processors.JSONRenderer()
     )
@@ -43,8 +98,9 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
         redact_secrets,
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    exchange_lines: list[Processor] = [ExchangeLine(colors=colors)] if console else []
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, *exchange_lines, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         # Left off: cached loggers escape structlog.testing.capture_logs.

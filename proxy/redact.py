@@ -69,6 +69,8 @@ _SECRET_SHAPES = re.compile(
     r"|(?P<key>sk-[\w-]{12,})"
 )
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][\w-]*\s+)(?=\S)")
+# Shorter header values ("1", "yes") would mask ordinary words in bodies.
+_SHORTEST_SECRET = 6
 
 
 def fingerprint(secret: str) -> str:
@@ -95,6 +97,31 @@ def header_value(name: str, value: str) -> str:
 
 def headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, header_value(name, value)) for name, value in pairs]
+
+
+def secret_values(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The secrets this exchange's headers carry, to mask wherever else they turn up."""
+    found: set[str] = set()
+    for name, value in pairs:
+        if header_value(name, value) == value:
+            continue
+        found.add(value)
+        scheme = _SCHEME.match(value)
+        if scheme:
+            found.add(value[scheme.end() :])
+        if name.lower() in ("cookie", "set-cookie"):
+            for crumb in value.split(";"):
+                found.add(crumb.partition("=")[2].strip())
+    return sorted(
+        (secret for secret in found if len(secret) >= _SHORTEST_SECRET), key=len, reverse=True
+    )
+
+
+def mask_known(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, marker(secret))
+    return text
 
 
 def redact_target(target: str) -> str:

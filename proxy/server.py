@@ -11,6 +11,7 @@ from aiohttp import http_parser, web
 
 from proxy import __version__
 from proxy.app import create_app
+from proxy.lifecycle import LIFECYCLE
 from proxy.settings import Settings, is_loopback
 
 
@@ -46,11 +47,14 @@ def handler_options(settings: Settings) -> dict[str, Any]:
 async def serve(settings: Settings) -> None:
     check_parser()
     log = structlog.get_logger("proxy")
+    app = create_app(settings)
+    lifecycle = app[LIFECYCLE]
     runner = web.AppRunner(
-        create_app(settings),
+        app,
         handle_signals=False,
-        # In-flight streams get this long after SIGTERM before they are cancelled.
-        shutdown_timeout=settings.shutdown.grace,
+        # serve() drains in-flight exchanges itself first; what is left is cancelled, and
+        # gets this long to unwind (0 would mean no limit to aiohttp).
+        shutdown_timeout=1.0,
         **handler_options(settings),
     )
     await runner.setup()
@@ -77,14 +81,24 @@ async def serve(settings: Settings) -> None:
                 host=settings.listen.host,
             )
         stop = asyncio.Event()
+
+        def begin_shutdown() -> None:
+            # Not ready from this moment: an orchestrator stops routing new work here.
+            lifecycle.ready = False
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, begin_shutdown)
         await stop.wait()
-        log.info("shutting down", grace_s=settings.shutdown.grace)
+        for running in list(runner.sites):
+            await running.stop()
+        in_flight = lifecycle.in_flight
+        log.info("shutting down", in_flight=in_flight, grace_s=settings.shutdown.grace)
+        cut = await lifecycle.drain(settings.shutdown.grace)
     finally:
         await runner.cleanup()
-    log.info("stopped")
+    log.info("stopped", drained=in_flight - cut, cut=cut)
 
 
 def _address(sockname: object) -> str:

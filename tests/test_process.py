@@ -13,7 +13,7 @@ from aiohttp import web
 
 from proxy.redact import fingerprint
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import parse_response, raw_request
+from tests.harness import parse_response, raw_request, read_head_and_body
 from tests.proc import start_proxy_process
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2lnbmF0dXJlLXNlY3JldA"
@@ -101,6 +101,40 @@ async def test_signal_drains_in_flight_streams_then_exits_0(
     assert [line["outcome"] for line in lines if line["event"] == "request"] == ["completed"]
 
 
+async def test_readiness_flips_to_503_while_a_stream_drains(fake: FakeUpstream) -> None:
+    release = gated_stream(fake)
+    proxy = await start_proxy_process("--upstream", fake.url)
+    probe = b"GET /_proxy/readyz HTTP/1.1\r\nHost: a\r\n\r\n"
+    try:
+        stream_reader, stream_writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        probe_reader, probe_writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        probe_writer.write(probe)
+        assert (await read_head_and_body(probe_reader)).status == 200
+        stream_writer.write(
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        )
+        await stream_reader.readuntil(sse_event("response.created", {}))
+        proxy.process.send_signal(signal.SIGTERM)
+        draining = await proxy.wait_for("shutting down")
+        # The probe's kept-alive connection is still served while the stream drains.
+        probe_writer.write(probe)
+        not_ready = await read_head_and_body(probe_reader)
+        release.set()
+        rest = await stream_reader.read()
+        stream_writer.close()
+        probe_writer.close()
+        lines = await proxy.rest()
+    finally:
+        proxy.stop()
+    assert draining["in_flight"] == 1
+    assert not_ready.status == 503
+    assert sse_event("response.completed", {}) in rest
+    assert rest.endswith(b"0\r\n\r\n")
+    assert proxy.process.returncode == 0
+    assert lines[-1]["event"] == "stopped"
+    assert (lines[-1]["drained"], lines[-1]["cut"]) == (1, 0)
+
+
 async def test_streams_past_the_grace_are_cut_and_the_process_exits_0(fake: FakeUpstream) -> None:
     gated_stream(fake)
     proxy = await start_proxy_process(
@@ -116,11 +150,12 @@ async def test_streams_past_the_grace_are_cut_and_the_process_exits_0(fake: Fake
         async with asyncio.timeout(20):
             rest = await reader.read()
         writer.close()
-        await proxy.rest()
+        lines = await proxy.rest()
     finally:
         proxy.stop()
     assert not rest.endswith(b"0\r\n\r\n")
     assert proxy.process.returncode == 0
+    assert (lines[-1]["drained"], lines[-1]["cut"]) == (0, 1)
 
 
 async def test_non_loopback_bind_warns_that_tokens_cross_the_port(fake: FakeUpstream) -> None:
