@@ -64,7 +64,7 @@ _SECRET_NAME = re.compile(
 _SECRET_PARAM = re.compile(r"token|key|secret|passw|auth|code|sig|session|cookie|jwt|bearer", re.I)
 # Credentials recognisable by shape wherever they appear.
 _SECRET_SHAPES = re.compile(
-    r"(?P<scheme>(?i:bearer|basic)\s+)(?P<cred>[^\s\"',;]+)"
+    r"(?P<scheme>(?i:bearer|basic)\s+)(?!\[redacted #)(?P<cred>[^\s\"',;]+)"
     r"|(?P<jwt>eyJ[\w-]{6,}\.[\w-]{6,}\.?[\w-]*)"
     r"|(?P<key>sk-[\w-]{12,})"
 )

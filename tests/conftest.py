@@ -10,8 +10,9 @@ from pytest_aiohttp import AiohttpServer
 
 from proxy.app import create_app
 from proxy.server import handler_options
+from proxy.track import OBSERVERS
 from tests.fake_upstream import FakeUpstream
-from tests.harness import StartProxy, settings_for
+from tests.harness import RECORDER, Recorder, StartProxy, settings_for
 
 
 @pytest.fixture
@@ -31,7 +32,10 @@ def start_proxy(aiohttp_server: AiohttpServer, fake: FakeUpstream) -> StartProxy
         options = handler_options(settings)
         # TestServer always passes handler_cancellation=True itself.
         assert options.pop("handler_cancellation") is True
-        return await aiohttp_server(create_app(settings), **options)
+        app = create_app(settings)
+        app[RECORDER] = watcher = Recorder()
+        app[OBSERVERS] = (*app[OBSERVERS], watcher)
+        return await aiohttp_server(app, **options)
 
     return start
 

@@ -8,11 +8,53 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from proxy.capture import Capture
+from proxy.exchange import Exchange
 from proxy.settings import Settings
+from proxy.track import OBSERVERS
 
 StartProxy = Callable[..., Awaitable[TestServer]]
+
+
+class Recorder:
+    """An observer the tests add last: exchanges that ended, awaitable by count."""
+
+    def __init__(self) -> None:
+        self.ended_exchanges: list[Exchange] = []
+        self._changed = asyncio.Condition()
+
+    def started(self, exchange: Exchange) -> None:
+        pass
+
+    def changed(self, exchange: Exchange) -> None:
+        pass
+
+    def ended(self, exchange: Exchange) -> None:
+        self.ended_exchanges.append(exchange)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_ended(self, count: int = 1, timeout: float = 10) -> list[Exchange]:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.ended_exchanges) >= count)
+        return self.ended_exchanges
+
+
+RECORDER = web.AppKey("test-recorder", Recorder)
+
+
+def recorder(server: TestServer) -> Recorder:
+    return server.app[RECORDER]
+
+
+def capture_of(server: TestServer) -> Capture:
+    return next(o for o in server.app[OBSERVERS] if isinstance(o, Capture))
 
 
 def settings_for(upstream_url: str, **sections: dict[str, Any]) -> Settings:
