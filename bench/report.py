@@ -1,0 +1,212 @@
+"""Samples in, one table of medians out (spread, ratio to direct and to nginx), the
+issue's targets checked, and everything kept in a JSON file."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str  # "W1 c=16 req/s": workload, cell and what is measured
+    unit: str
+    better: str  # "higher" | "lower"
+    about: str = ""
+
+
+@dataclass(slots=True)
+class Results:
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    disturbed: list[str] = field(default_factory=list)
+    cells: list[dict[str, object]] = field(default_factory=list)
+
+    def add(self, key: str, unit: str, better: str, target: str, value: float) -> None:
+        self.metrics.setdefault(key, Metric(key=key, unit=unit, better=better))
+        self.samples.setdefault(key, {}).setdefault(target, []).append(value)
+
+    def median(self, key: str, target: str) -> float | None:
+        values = self.samples.get(key, {}).get(target)
+        return statistics.median(values) if values else None
+
+    def spread(self, key: str, target: str) -> float | None:
+        """(max - min) / |median| over the repetitions."""
+        values = self.samples.get(key, {}).get(target)
+        if not values or len(values) < 2:
+            return None
+        middle = statistics.median(values)
+        return (max(values) - min(values)) / abs(middle) if middle else None
+
+    def ratio(self, key: str, target: str, reference: str) -> float | None:
+        value, base = self.median(key, target), self.median(key, reference)
+        if value is None or base is None or base == 0:
+            return None
+        return value / base
+
+    def summary(self) -> dict[str, dict[str, dict[str, object]]]:
+        out: dict[str, dict[str, dict[str, object]]] = {}
+        for key, by_target in self.samples.items():
+            metric = self.metrics[key]
+            out[key] = {}
+            for target, values in by_target.items():
+                out[key][target] = {
+                    "unit": metric.unit,
+                    "better": metric.better,
+                    "median": self.median(key, target),
+                    "spread": self.spread(key, target),
+                    "samples": values,
+                    "x_direct": self.ratio(key, target, "direct"),
+                    "x_nginx": self.ratio(key, target, "nginx"),
+                }
+        return out
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    size = abs(value)
+    if size >= 10000:
+        return f"{value:,.0f}"
+    if size >= 100:
+        return f"{value:.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if value < 100 else f"{value:.0f}x"
+
+
+def _percent(share: float | None) -> str:
+    if share is None:
+        return ""
+    return f"{share:.0%}" if share < 10 else ">999%"
+
+
+def table(results: Results, targets: list[str]) -> str:
+    """One row per metric; per target: median, spread, ratio to direct, ratio to nginx."""
+    head = f"{'metric':<34}"
+    for name in targets:
+        head += f" | {name[:30]:>30}"
+    sub = f"{'(unit)':<34}"
+    for _ in targets:
+        sub += f" | {'median  spread  xdirect  xnginx':>30}"
+    lines = [head, sub, "-" * len(head)]
+    workload = ""
+    for key, metric in results.metrics.items():
+        if key.split()[0] != workload:
+            if workload:
+                lines.append("")
+            workload = key.split()[0]
+        row = f"{key + ' (' + metric.unit + ')':<34}"
+        for name in targets:
+            median = results.median(key, name)
+            if median is None:
+                row += f" | {'-':>30}"
+                continue
+            spread = results.spread(key, name)
+            cell = (
+                f"{number(median):>8} {_percent(spread):>6}"
+                f" {_ratio(results.ratio(key, name, 'direct')):>7}"
+                f" {_ratio(results.ratio(key, name, 'nginx')):>7}"
+            )
+            row += f" | {cell:>30}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    name: str
+    check: Callable[[Results, str], tuple[bool | None, str]]
+
+
+def _at_least_x(
+    key: str, factor: float, reference: str
+) -> Callable[[Results, str], tuple[bool | None, str]]:
+    def check(results: Results, target: str) -> tuple[bool | None, str]:
+        ratio = results.ratio(key, target, reference)
+        if ratio is None:
+            return None, "not measured"
+        return ratio >= factor, f"{ratio:.2f}x {reference}"
+
+    return check
+
+
+def _at_most(
+    key: str, limit: float, unit: str
+) -> Callable[[Results, str], tuple[bool | None, str]]:
+    def check(results: Results, target: str) -> tuple[bool | None, str]:
+        value = results.median(key, target)
+        if value is None:
+            return None, "not measured"
+        return value <= limit, f"{number(value)} {unit}"
+
+    return check
+
+
+def _not_above(
+    key: str, reference: str, factor: float = 1.0
+) -> Callable[[Results, str], tuple[bool | None, str]]:
+    def check(results: Results, target: str) -> tuple[bool | None, str]:
+        value, base = results.median(key, target), results.median(key, reference)
+        if value is None or base is None:
+            return None, "not measured"
+        unit = results.metrics[key].unit
+        return value <= base * factor, f"{number(value)} vs {reference} {number(base)} {unit}"
+
+    return check
+
+
+def _none_failed(prefix: str) -> Callable[[Results, str], tuple[bool | None, str]]:
+    def check(results: Results, target: str) -> tuple[bool | None, str]:
+        key = f"{prefix} failed streams"
+        values = results.samples.get(key, {}).get(target)
+        if not values:
+            return None, "not measured"
+        return sum(values) == 0, f"{sum(values):.0f} failed"
+
+    return check
+
+
+GOALS = (
+    Goal("W1 c=16 throughput >= 0.20x nginx", _at_least_x("W1 c=16 req/s", 0.20, "nginx")),
+    Goal("W1 c=16 proxy CPU <= 90 us/request", _at_most("W1 c=16 CPU/req", 90, "us")),
+    Goal("W2b c=1 added delay p50 <= nginx's", _not_above("W2b c=1 added p50", "nginx")),
+    Goal("W2b c=1 added delay p99 <= nginx's", _not_above("W2b c=1 added p99", "nginx")),
+    Goal("W2b c=32 added delay p50 <= nginx's", _not_above("W2b c=32 added p50", "nginx")),
+    Goal("W2b c=32 added delay p99 <= nginx's", _not_above("W2b c=32 added p99", "nginx")),
+    Goal("W3 50 MB body >= 2.5x nginx MB/s", _at_least_x("W3 body50 fast MB/s", 2.5, "nginx")),
+    Goal("W3 4 MB line >= 2x nginx MB/s", _at_least_x("W3 line4 fast MB/s", 2.0, "nginx")),
+    Goal("W3 slow reader 50 MB: RSS growth <= 16 MB", _at_most("W3 body50 slow RSS+", 16, "MB")),
+    Goal("W3 slow reader 4 MB line: RSS growth <= 16 MB", _at_most("W3 line4 slow RSS+", 16, "MB")),
+    Goal("W4 RSS per open stream <= 1.2x nginx's", _not_above("W4 RSS/stream", "nginx", 1.2)),
+    Goal("W4 no stream fails", _none_failed("W4")),
+    Goal("W5 listening within 400 ms", _at_most("W5 listening", 400, "ms")),
+    Goal("W5 serving within 400 ms", _at_most("W5 serving", 400, "ms")),
+)
+
+
+def goals(results: Results, target: str) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for goal in GOALS:
+        passed, shown = goal.check(results, target)
+        out.append({"goal": goal.name, "passed": passed, "value": shown})
+    return out
+
+
+def goals_text(results: Results, target: str) -> str:
+    lines = [f"targets for {target}:"]
+    for row in goals(results, target):
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[row["passed"]]  # type: ignore[index]
+        lines.append(f"  {verdict}  {row['goal']:<46} {row['value']}")
+    return "\n".join(lines)

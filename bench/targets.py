@@ -1,0 +1,267 @@
+"""What the load goes through: direct to the upstream, nginx, mitmproxy, and the proxy
+under test (any command), each started pinned to the proxy core and stopped by its pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client import request_bytes
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RETIRED = "/backend-api/responses"
+CANONICAL = "/backend-api/codex/responses"
+DEFAULT_PROXY_CMD = "{python} -m proxy --port {port} --upstream {upstream} --log-format json"
+COMPARATORS = ("direct", "nginx", "mitmproxy")
+
+NGINX_CONF = """\
+# The rewriting proxy of bench/README.md, as nginx would be set up to be fair to it.
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    # One line per request, as the proxy's canonical log.
+    access_log {dir}/nginx-access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy_temp;
+    fastcgi_temp_path {dir}/fastcgi_temp;
+    uwsgi_temp_path {dir}/uwsgi_temp;
+    scgi_temp_path {dir}/scgi_temp;
+    # Codex's session_id header would be dropped silently otherwise.
+    underscores_in_headers on;
+    large_client_header_buffers 4 64k;
+    client_max_body_size 128m;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    upstream chatgpt {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 128;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host 127.0.0.1:{upstream_port};
+        # Stream both ways, as the proxy does.
+        proxy_buffering off;
+        proxy_request_buffering off;
+        proxy_read_timeout 300s;
+        proxy_send_timeout 300s;
+        proxy_connect_timeout 10s;
+        location ~ ^/backend-api/(?:v1/|codex/v1/|v1/codex/)?responses(?<rest>/.*)?$ {{
+            proxy_pass http://chatgpt/backend-api/codex/responses$rest$is_args$args;
+        }}
+        location / {{
+            proxy_pass http://chatgpt;
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_tool(name: str) -> str:
+    for folder in (*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/sbin"):
+        candidate = Path(folder) / name
+        if folder and candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise FileNotFoundError(f"{name} not found: run bench/setup")
+
+
+@dataclass(frozen=True, slots=True)
+class Startup:
+    listening_s: float
+    serving_s: float
+
+
+@dataclass(slots=True)
+class Target:
+    """One way through to the upstream. `command` is None for direct."""
+
+    name: str
+    kind: str  # direct | nginx | mitmproxy | proxy
+    command: list[str] | None = None
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    startups: list[Startup] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        """The client's path: only direct needs the already rewritten one."""
+        return CANONICAL if self.kind == "direct" else RETIRED
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def under_test(self) -> bool:
+        return self.kind == "proxy"
+
+
+def proxy_target(name: str, template: str) -> Target:
+    return Target(
+        name=name, kind="proxy", command=shlex.split(template), cwd=REPO, env=_clean_env()
+    )
+
+
+def comparator(name: str, mitm_venv: Path) -> Target:
+    if name == "direct":
+        return Target(name="direct", kind="direct")
+    if name == "nginx":
+        return Target(name="nginx", kind="nginx", command=[find_tool("nginx")])
+    if name == "mitmproxy":
+        mitmdump = mitm_venv / "bin" / "mitmdump"
+        if not mitmdump.exists():
+            raise FileNotFoundError(f"{mitmdump} not found: run bench/setup")
+        return Target(name="mitmproxy", kind="mitmproxy", command=[str(mitmdump)])
+    raise ValueError(f"unknown comparator {name!r} (known: {', '.join(COMPARATORS)})")
+
+
+def _clean_env() -> dict[str, str]:
+    """The proxy runs on its defaults: no setting leaks in from the bench's environment."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("CODEX_PATH_PROXY_") and key != "AIOHTTP_NO_EXTENSIONS"
+    }
+
+
+def argv_for(target: Target, port: int, upstream_port: int, scratch: Path) -> list[str]:
+    assert target.command is not None
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    if target.kind == "nginx":
+        folder = scratch / f"nginx-{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = folder / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=folder, port=port, upstream_port=upstream_port))
+        return [
+            *target.command,
+            "-p", str(folder), "-c", str(conf), "-e", str(folder / "nginx-error.log"),
+            "-g", "daemon off;",
+        ]  # fmt: skip
+    if target.kind == "mitmproxy":
+        confdir = scratch.parent / "mitmproxy-confdir"
+        return [
+            *target.command,
+            "--mode", f"reverse:{upstream}/",
+            "--listen-host", "127.0.0.1",
+            "--listen-port", str(port),
+            "--set", f"confdir={confdir}",
+            "-s", str(HERE / "mitm_rewrite.py"),
+        ]  # fmt: skip
+    values = {"port": str(port), "upstream": upstream, "python": _python()}
+    return [_substitute(part, values) for part in target.command]
+
+
+def _python() -> str:
+    import sys  # noqa: PLC0415
+
+    return sys.executable
+
+
+def _substitute(part: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        part = part.replace("{" + key + "}", value)
+    return part
+
+
+def start(
+    target: Target, *, cpu: int, upstream_port: int, scratch: Path, timeout: float = 30.0
+) -> Startup | None:
+    """Start the target pinned to `cpu` and wait until it serves; None for direct."""
+    if target.kind == "direct":
+        target.port = upstream_port
+        return None
+    port = free_port()
+    argv = ["taskset", "-c", str(cpu), *argv_for(target, port, upstream_port, scratch)]
+    target.log_path = scratch / f"{target.name}-{port}.log"
+    with target.log_path.open("wb") as log:
+        began = time.monotonic()
+        target.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=target.cwd,
+            env=target.env,
+            start_new_session=True,
+        )
+    target.port = port
+    try:
+        startup = wait_serving(target, began, timeout)
+    except TimeoutError:
+        stop(target)
+        tail = target.log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(
+            f"{target.name} did not serve within {timeout:g} s; its output ends with:\n{tail}"
+        ) from None
+    target.startups.append(startup)
+    return startup
+
+
+def wait_serving(target: Target, began: float, timeout: float) -> Startup:
+    """Poll every millisecond: first accepted connection, then first 200 to a small POST."""
+    listening = 0.0
+    request = request_bytes(f"{target.path}?w=small", f"127.0.0.1:{target.port}", b"{}")
+    while time.monotonic() - began < timeout:
+        if target.process is not None and target.process.poll() is not None:
+            raise TimeoutError
+        try:
+            with socket.create_connection(("127.0.0.1", target.port), timeout=2) as sock:
+                listening = listening or time.monotonic() - began
+                sock.sendall(request)
+                if _status(sock) == 200:
+                    return Startup(listening_s=listening, serving_s=time.monotonic() - began)
+        except OSError:
+            pass
+        time.sleep(0.001)
+    raise TimeoutError
+
+
+def _status(sock: socket.socket) -> int:
+    head = b""
+    while b"\r\n" not in head and len(head) < 4096:
+        piece = sock.recv(4096)
+        if not piece:
+            return 0
+        head += piece
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def stop(target: Target, timeout: float = 10.0) -> None:
+    process = target.process
+    if process is None:
+        return
+    target.process = None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Still unreaped, so the group is still ours: its own children (nginx's
+            # worker) go with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)
