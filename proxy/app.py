@@ -16,6 +16,7 @@ from proxy.lifecycle import LIFECYCLE, Lifecycle
 from proxy.settings import Settings
 from proxy.track import OBSERVERS
 from proxy.upstream import UPSTREAM, Upstream, client_session_context
+from proxy.websocket import SESSIONS, on_shutdown
 
 SETTINGS = web.AppKey("settings", Settings)
 
@@ -36,6 +37,8 @@ def create_app(settings: Settings) -> web.Application:
         observers.append(capture)
         app.cleanup_ctx.append(_capture_context(capture))
     app[OBSERVERS] = tuple(observers)
+    app[SESSIONS] = set()
+    app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(client_session_context(settings))
     endpoints.add_routes(app.router)
     app.router.add_route("*", "/{tail:.*}", forward, expect_handler=expect_continue)

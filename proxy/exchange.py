@@ -127,6 +127,11 @@ class Exchange:
         return value_of(self.response_headers, name)
 
     @property
+    def settled(self) -> bool:
+        """A WebSocket session whose end is already decided (who closed, with what)."""
+        return self.websocket is not None and self.websocket.closed_by is not None
+
+    @property
     def stream_unfinished(self) -> bool:
         """A 200 event stream that ended without `response.completed`."""
         return self.status == 200 and self.sse is not None and not self.sse.completed

@@ -17,11 +17,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.errors import error_response
 from proxy.exchange import Bodies, Exchange, Outcome
-from proxy.headers import HeaderNotUTF8Error, decode, end_to_end, with_host
+from proxy.handshake import PER_HOP
+from proxy.headers import HeaderNotUTF8Error, Pairs, decode, end_to_end, with_host
 from proxy.relay import relay
 from proxy.rules import rewrite
 from proxy.track import begin, finish
-from proxy.upstream import SESSION, UPSTREAM, Upstream, framing, send_exactly
+from proxy.upstream import SESSION, UPSTREAM, Upstream, framing, send_exactly, upstream_failed
+from proxy.websocket import is_upgrade, relay_websocket
 
 
 async def expect_continue(request: web.Request) -> None:
@@ -45,7 +47,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
             response = await _forward(request, exchange)
             exchange.status = response.status
         except asyncio.CancelledError:
-            exchange.fail(Outcome.CLIENT_DISCONNECTED, "client closed the connection")
+            if exchange.outcome is Outcome.COMPLETED and not exchange.settled:
+                exchange.fail(Outcome.CLIENT_DISCONNECTED, "client closed the connection")
             raise
         finally:
             finish(request, exchange)
@@ -95,18 +98,31 @@ async def _forward(request: web.Request, exchange: Exchange) -> web.StreamRespon
     rewritten = rewrite(upstream.rules, exchange.target)
     exchange.upstream_target = rewritten.target
     exchange.rule = rewritten.rule.name if rewritten.rule else None
+    websocket = is_upgrade(request)
     try:
-        pairs = with_host(end_to_end(decode(request.raw_headers), request=True), upstream.host)
+        # A WebSocket upgrade keeps its per-hop handshake headers, renegotiated upstream.
+        kept = PER_HOP if websocket else frozenset()
+        pairs = with_host(
+            end_to_end(decode(request.raw_headers), request=True, keep=kept), upstream.host
+        )
     except HeaderNotUTF8Error as exc:
         return _reject(exchange, 400, "bad_request", f"{exc}: it cannot be forwarded unchanged")
+    if websocket:
+        return await relay_websocket(request, exchange, pairs, rewritten.target)
     if upstream.record_bodies:
         exchange.bodies = Bodies.capped(upstream.record_bodies)
-    upload = _Upload(request, exchange, upstream.max_body_size)
+    return await _send(request, exchange, upstream, pairs, rewritten.target)
 
+
+async def _send(
+    request: web.Request, exchange: Exchange, upstream: Upstream, pairs: Pairs, target: str
+) -> web.StreamResponse:
+    """The request upstream with its body streamed; the response relayed back."""
+    upload = _Upload(request, exchange, upstream.max_body_size)
     try:
         upstream_response = await request.app[SESSION].request(
             request.method,
-            upstream.url(rewritten.target),
+            upstream.url(target),
             data=upload.chunks() if request.body_exists else None,
             # Only the framing header here, so aiohttp frames the body as the client did;
             # send_exactly puts the client's full header list on the wire.
@@ -144,30 +160,3 @@ def _too_large(exchange: Exchange, limit: int) -> web.Response:
     # Close rather than read the rest of an oversized body to keep the connection.
     response.force_close()
     return response
-
-
-def upstream_failed(exchange: Exchange, upstream: Upstream, exc: BaseException) -> web.Response:
-    """Map a failure before response headers to its status, code and log cause."""
-    origin = upstream.origin
-    status, outcome = 502, Outcome.UPSTREAM_UNREACHABLE
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        status, outcome, code = 504, Outcome.TIMEOUT, "upstream_connect_timeout"
-        message = f"connecting to {origin} took longer than {upstream.connect_timeout:g} s"
-    elif isinstance(exc, asyncio.TimeoutError):
-        status, outcome, code = 504, Outcome.TIMEOUT, "upstream_timeout"
-        message = f"{origin} sent no response within {upstream.idle_timeout:g} s"
-    elif isinstance(exc, aiohttp.ClientConnectorDNSError):
-        code, message = "upstream_unreachable", f"cannot resolve the upstream host of {origin}"
-    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        code = "upstream_tls_error"
-        message = f"the TLS certificate of {origin} is not trusted: {exc.certificate_error}"
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        code, message = "upstream_unreachable", f"cannot connect to {origin}: {exc.strerror}"
-    elif isinstance(exc, aiohttp.ClientResponseError):
-        outcome, code = Outcome.UPSTREAM_CUT, "upstream_bad_response"
-        message = f"{origin} sent a malformed response: {exc.message}"
-    else:
-        outcome, code = Outcome.UPSTREAM_CUT, "upstream_disconnected"
-        message = f"{origin} closed the connection before answering"
-    exchange.fail(outcome, code)
-    return error_response(status, code, message)

@@ -38,12 +38,18 @@ def connection_listed(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
     )
 
 
-def end_to_end(pairs: Iterable[tuple[str, str]], *, request: bool) -> Pairs:
-    """The pairs that travel to the next hop, in order, with case and repeats kept."""
+def end_to_end(
+    pairs: Iterable[tuple[str, str]], *, request: bool, keep: frozenset[str] = frozenset()
+) -> Pairs:
+    """The pairs that travel to the next hop, in order, with case and repeats kept.
+
+    Names in `keep` stay even when hop-by-hop (a WebSocket handshake's, renegotiated).
+    """
     pairs = list(pairs)
     drop = HOP_BY_HOP | connection_listed(pairs)
     if request:
         drop |= REQUEST_ONLY
+    drop -= keep
     return [(name, value) for name, value in pairs if name.lower() not in drop]
 
 

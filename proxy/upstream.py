@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,9 @@ from aiohttp.client_middlewares import ClientHandlerType
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.exchange import Exchange
+from proxy.errors import error_response
+from proxy.exchange import Exchange, Outcome
+from proxy.handshake import handshake_middleware
 from proxy.headers import Pairs
 from proxy.rules import Rule
 from proxy.settings import Settings
@@ -83,19 +86,24 @@ def framing(pairs: Pairs) -> Pairs:
 
 
 def connect_timing() -> aiohttp.TraceConfig:
-    """Records on each exchange (its trace_request_ctx) how long the upstream connect took."""
+    """Records on each exchange (its trace_request_ctx) how long the upstream connect took.
+
+    ws_connect passes no trace context: a WebSocket session's connect is not timed.
+    """
     trace = aiohttp.TraceConfig()
 
     async def created(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-        exchange: Exchange = context.trace_request_ctx
-        exchange.connect_ms = round((time.perf_counter() - context.connect_started) * 1000, 3)
+        exchange: Exchange | None = context.trace_request_ctx
+        if exchange is not None:
+            exchange.connect_ms = round((time.perf_counter() - context.connect_started) * 1000, 3)
 
     async def creating(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
         context.connect_started = time.perf_counter()
 
     async def reused(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-        exchange: Exchange = context.trace_request_ctx
-        exchange.connect_ms = 0.0
+        exchange: Exchange | None = context.trace_request_ctx
+        if exchange is not None:
+            exchange.connect_ms = 0.0
 
     trace.on_connection_create_start.append(creating)
     trace.on_connection_create_end.append(created)
@@ -132,8 +140,37 @@ def client_session_context(
             max_line_size=settings.limits.max_header_size,
             max_field_size=settings.limits.max_header_size,
             trace_configs=[connect_timing()],
+            # Puts a WebSocket upgrade's headers on the wire as the client sent them.
+            middlewares=(handshake_middleware,),
         ) as session:
             app[SESSION] = session
             yield
 
     return client_session
+
+
+def upstream_failed(exchange: Exchange, upstream: Upstream, exc: BaseException) -> web.Response:
+    """Map a failure before response headers to its status, code and log cause."""
+    origin = upstream.origin
+    status, outcome = 502, Outcome.UPSTREAM_UNREACHABLE
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        status, outcome, code = 504, Outcome.TIMEOUT, "upstream_connect_timeout"
+        message = f"connecting to {origin} took longer than {upstream.connect_timeout:g} s"
+    elif isinstance(exc, asyncio.TimeoutError):
+        status, outcome, code = 504, Outcome.TIMEOUT, "upstream_timeout"
+        message = f"{origin} sent no response within {upstream.idle_timeout:g} s"
+    elif isinstance(exc, aiohttp.ClientConnectorDNSError):
+        code, message = "upstream_unreachable", f"cannot resolve the upstream host of {origin}"
+    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        code = "upstream_tls_error"
+        message = f"the TLS certificate of {origin} is not trusted: {exc.certificate_error}"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        code, message = "upstream_unreachable", f"cannot connect to {origin}: {exc.strerror}"
+    elif isinstance(exc, aiohttp.ClientResponseError):
+        outcome, code = Outcome.UPSTREAM_CUT, "upstream_bad_response"
+        message = f"{origin} sent a malformed response: {exc.message}"
+    else:
+        outcome, code = Outcome.UPSTREAM_CUT, "upstream_disconnected"
+        message = f"{origin} closed the connection before answering"
+    exchange.fail(outcome, code)
+    return error_response(status, code, message)

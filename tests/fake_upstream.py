@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CANONICAL = "/backend-api/codex/responses"
@@ -48,6 +48,8 @@ class FakeUpstream:
     received: list[Received] = field(default_factory=list)
     handler: Handler | None = None
     port: int = 0
+    # None: accept WebSocket upgrades; a status: refuse them with it (426 makes Codex fall back).
+    refuse_websocket: int | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -100,6 +102,8 @@ class FakeUpstream:
                 body=CLOUDFLARE_403,
                 headers={"Content-Type": "text/html; charset=UTF-8", "cf-ray": "8f00fake0000-AMS"},
             )
+        if path.startswith(CANONICAL) and request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self.websocket_echo(request)
         if path.startswith(CANONICAL) and request.method == "POST":
             return web.Response(
                 body=MINIMAL_SSE, headers={"Content-Type": "text/event-stream; charset=utf-8"}
@@ -107,6 +111,25 @@ class FakeUpstream:
         return web.json_response(
             {"method": seen.method, "target": seen.target, "headers": seen.headers}
         )
+
+
+    async def websocket_echo(self, request: web.Request) -> web.StreamResponse:
+        """Each text or binary message comes back as it went; a close is answered in kind."""
+        if self.refuse_websocket is not None:
+            return web.json_response(
+                {"error": {"message": "websockets refused", "code": "upgrade_required"}},
+                status=self.refuse_websocket,
+            )
+        ws = web.WebSocketResponse(protocols=("codex.v1",), max_msg_size=0)
+        ws.headers["x-codex-turn-state"] = "turn-state-1"
+        ws.headers.add("Set-Cookie", "__cf_bm=ws; Path=/")
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type is WSMsgType.TEXT:
+                await ws.send_str(message.data)
+            elif message.type is WSMsgType.BINARY:
+                await ws.send_bytes(message.data)
+        return ws
 
 
 def sse_event(kind: str, payload: dict[str, object]) -> bytes:
