@@ -13,10 +13,11 @@ from proxy.exchange import Observer
 from proxy.forward import expect_continue, forward
 from proxy.guard import guard
 from proxy.lifecycle import LIFECYCLE, Lifecycle
+from proxy.metrics import Metrics
 from proxy.settings import Settings
 from proxy.track import OBSERVERS
 from proxy.upstream import UPSTREAM, Upstream, client_session_context
-from proxy.websocket import SESSIONS, on_shutdown
+from proxy.websocket import SESSIONS, Session, on_shutdown
 
 SETTINGS = web.AppKey("settings", Settings)
 
@@ -36,11 +37,16 @@ def create_app(settings: Settings) -> web.Application:
         )
         observers.append(capture)
         app.cleanup_ctx.append(_capture_context(capture))
+    sessions: set[Session] = set()
+    app[SESSIONS] = sessions
+    metrics = None
+    if settings.metrics.enabled:
+        metrics = Metrics(in_flight=lambda: lifecycle.in_flight, sessions=lambda: len(sessions))
+        observers.append(metrics)
     app[OBSERVERS] = tuple(observers)
-    app[SESSIONS] = set()
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(client_session_context(settings))
-    endpoints.add_routes(app.router)
+    endpoints.add_routes(app.router, metrics=metrics)
     app.router.add_route("*", "/{tail:.*}", forward, expect_handler=expect_continue)
     return app
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from proxy.errors import error_response
 from proxy.lifecycle import LIFECYCLE
+from proxy.metrics import Metrics
 
 PREFIX = "/_proxy/"
 
@@ -24,7 +25,9 @@ async def not_found(request: web.Request) -> web.Response:
     return error_response(404, "not_found", f"{PREFIX} is reserved for the proxy's own endpoints")
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
+def add_routes(router: web.UrlDispatcher, *, metrics: Metrics | None) -> None:
     router.add_get(PREFIX + "healthz", healthz, allow_head=True)
     router.add_get(PREFIX + "readyz", readyz, allow_head=True)
+    if metrics is not None:
+        router.add_get(PREFIX + "metrics", metrics.serve)
     router.add_route("*", PREFIX + "{tail:.*}", not_found)

@@ -78,6 +78,11 @@ class Capture:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Metrics:
+    enabled: bool = setting(True, "serve Prometheus metrics at /_proxy/metrics")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rewrite:
     rules: tuple[Rule, ...] = setting(DEFAULT_RULES, "ordered, first match wins")
     disabled: tuple[str, ...] = setting((), "names of rules to turn off")
@@ -95,6 +100,7 @@ class Settings:
     shutdown: Shutdown = field(default_factory=Shutdown)
     log: Log = field(default_factory=Log)
     capture: Capture = field(default_factory=Capture)
+    metrics: Metrics = field(default_factory=Metrics)
     rewrite: Rewrite = field(default_factory=Rewrite)
 
 

@@ -1,0 +1,145 @@
+"""Prometheus metrics, through prometheus-client: an observer of every exchange.
+
+Label values are bounded: a method outside the standard set is "other", paths appear
+only as rule names, and nothing a client or upstream sends becomes a label verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy.exchange import Exchange, Outcome
+
+# LLM exchanges run from milliseconds (a refusal) to an hour (a long stream).
+BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UPSTREAM_ERRORS = {
+    Outcome.UPSTREAM_UNREACHABLE: "unreachable",
+    Outcome.TIMEOUT: "timeout",
+    Outcome.UPSTREAM_CUT: "cut",
+}
+
+
+def _kind(exchange: Exchange) -> str:
+    return "websocket" if exchange.websocket is not None else "http"
+
+
+class Metrics:
+    def __init__(self, *, in_flight: Callable[[], int], sessions: Callable[[], int]) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        prefix = "codex_path_proxy_"
+        self.requests = Counter(
+            prefix + "requests",
+            "Exchanges ended, by method, rule and status class.",
+            ("kind", "method", "rule", "status_class"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            prefix + "request_duration_seconds",
+            "Time from request to the end of the exchange (a stream's end).",
+            ("kind",),
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.first_byte = Histogram(
+            prefix + "time_to_first_byte_seconds",
+            "Time from request to the first response body byte.",
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            prefix + "in_flight",
+            "Exchanges in progress: HTTP requests and WebSocket sessions.",
+            ("kind",),
+            registry=registry,
+        )
+        self.bytes = Counter(
+            prefix + "bytes",
+            "Body bytes relayed (WebSocket: message bytes), by direction.",
+            ("direction",),
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            prefix + "upstream_errors",
+            "Exchanges the upstream failed: unreachable, timeout or cut.",
+            ("error",),
+            registry=registry,
+        )
+        self.outcomes = Counter(
+            prefix + "outcomes",
+            "How exchanges ended.",
+            ("kind", "outcome"),
+            registry=registry,
+        )
+        self.rewrites = Counter(
+            prefix + "rewrites",
+            "Requests whose path a rule rewrote, by rule.",
+            ("rule",),
+            registry=registry,
+        )
+        self.stream_ends = Counter(
+            prefix + "stream_ends",
+            "Event streams by how they ended (response.completed, response.failed, … or none).",
+            ("end",),
+            registry=registry,
+        )
+        # Read when scraped: the lifecycle counts exchanges, the session set WebSockets.
+        self.in_flight.labels("http").set_function(lambda: in_flight() - sessions())
+        self.in_flight.labels("websocket").set_function(sessions)
+        for direction in ("request", "response"):
+            self.bytes.labels(direction)
+
+    def started(self, exchange: Exchange) -> None:
+        pass
+
+    def changed(self, exchange: Exchange) -> None:
+        pass
+
+    def ended(self, exchange: Exchange) -> None:
+        kind = _kind(exchange)
+        status = exchange.status
+        method = exchange.method if exchange.method in METHODS else "other"
+        rule = exchange.rule or "none"
+        status_class = f"{status // 100}xx" if status else "none"
+        self.requests.labels(kind, method, rule, status_class).inc()
+        if exchange.duration_ms is not None:
+            self.duration.labels(kind).observe(exchange.duration_ms / 1000)
+        if exchange.first_byte_ms is not None:
+            self.first_byte.observe(exchange.first_byte_ms / 1000)
+        self.bytes.labels("request").inc(exchange.request_bytes)
+        self.bytes.labels("response").inc(exchange.response_bytes)
+        self.outcomes.labels(kind, str(exchange.outcome)).inc()
+        if exchange.outcome in UPSTREAM_ERRORS:
+            self.upstream_errors.labels(UPSTREAM_ERRORS[exchange.outcome]).inc()
+        if exchange.rule:
+            self.rewrites.labels(exchange.rule).inc()
+        if exchange.sse is not None:
+            self.stream_ends.labels(exchange.sse.terminal or "none").inc()
+
+    async def serve(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
