@@ -236,7 +236,7 @@ def measure_all(run: Plan, scratch: Path) -> Results:
             retries=run.retries,
             out=say,
         )
-        _run_loop(_run_workloads(bench, run.chosen))
+        _run_loop(_run_workloads(bench, run.chosen, end=time.monotonic() + run.budget))
     finally:
         for target in run.targets:
             targets_mod.stop(target)
@@ -320,29 +320,40 @@ def _run_loop(coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coroutine)
 
 
-async def _run_workloads(bench: Bench, chosen: list[str]) -> None:
-    for name in chosen:
-        if bench.over_budget(f"{name} and after"):
+async def _run_workloads(bench: Bench, chosen: list[str], *, end: float) -> None:
+    for index, name in enumerate(chosen):
+        # Each workload gets its share of what is left, so a slow one cannot starve the
+        # rest; what a fast one leaves goes to those after it.
+        shares = [workloads.BUDGET_SHARES[later] for later in chosen[index:]]
+        now = time.monotonic()
+        bench.deadline = now + (end - now) * shares[0] / sum(shares)
+        if end - now <= 0:
+            bench.results.notes.append(f"skipped {name} and after: the time budget ran out")
             return
-        began = time.monotonic()
+        began = now
         bench.out(f"bench: {name}")
-        if name == "W5":
-            workloads.w5(bench)
-        elif name in workloads.FRESH_PER_REP:
-            try:
-                await workloads.WORKLOADS[name](bench)
-            finally:
-                bench.stop_all()
-        else:
-            # Fresh processes for each workload: what one leaves in memory is not
-            # charged to the next.
-            bench.start_all()
-            try:
-                await workloads.warm_up(bench)
-                await workloads.WORKLOADS[name](bench)
-            finally:
-                bench.stop_all()
+        try:
+            await _run_workload(bench, name)
+        except targets_mod.StartError as exc:
+            # A target that cannot start fails this workload, not the whole run.
+            bench.results.failures.append(f"{name}: {exc}")
+            bench.out(f"  FAILED {name}: {exc}")
         bench.out(f"bench: {name} took {time.monotonic() - began:.0f} s")
+
+
+async def _run_workload(bench: Bench, name: str) -> None:
+    if name == "W5":
+        workloads.w5(bench)
+        return
+    try:
+        if name not in workloads.FRESH_PER_REP:
+            # Fresh processes for each workload: what one leaves in memory is not
+            # charged to the next (W3 and W4 restart at each repetition themselves).
+            bench.start_all()
+            await workloads.warm_up(bench)
+        await workloads.WORKLOADS[name](bench)
+    finally:
+        bench.stop_all()
 
 
 def _refusal(reasons: list[str]) -> str:

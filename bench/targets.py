@@ -85,6 +85,10 @@ def find_tool(name: str) -> str:
     raise FileNotFoundError(f"{name} not found: run bench/setup")
 
 
+class StartError(RuntimeError):
+    """A target did not start serving; the message ends with its last output."""
+
+
 @dataclass(frozen=True, slots=True)
 class Startup:
     listening_s: float
@@ -190,9 +194,27 @@ def start(
     target: Target, *, cpu: int, upstream_port: int, scratch: Path, timeout: float = 30.0
 ) -> Startup | None:
     """Start the target pinned to `cpu` and wait until it serves; None for direct."""
+    began = launch(target, cpu=cpu, upstream_port=upstream_port, scratch=scratch)
+    return ready(target, began, timeout)
+
+
+def start_many(
+    targets: list[Target], *, cpu: int, upstream_port: int, scratch: Path, timeout: float = 30.0
+) -> None:
+    """Start several targets at once (their start-up times are not W5's: they overlap)."""
+    launched = [
+        (target, launch(target, cpu=cpu, upstream_port=upstream_port, scratch=scratch))
+        for target in targets
+    ]
+    for target, began in launched:
+        ready(target, began, timeout, record=False)
+
+
+def launch(target: Target, *, cpu: int, upstream_port: int, scratch: Path) -> float:
+    """Spawn the target's process; the time it was spawned at."""
     if target.kind == "direct":
         target.port = upstream_port
-        return None
+        return time.monotonic()
     port = free_port()
     argv = ["taskset", "-c", str(cpu), *argv_for(target, port, upstream_port, scratch)]
     target.log_path = scratch / f"{target.name}-{port}.log"
@@ -208,15 +230,25 @@ def start(
             start_new_session=True,
         )
     target.port = port
+    return began
+
+
+def ready(target: Target, began: float, timeout: float, *, record: bool = True) -> Startup | None:
+    """Wait until the launched target serves; StartError (and it is stopped) if it never does."""
+    if target.kind == "direct":
+        return None
     try:
         startup = wait_serving(target, began, timeout)
     except TimeoutError:
         stop(target)
-        tail = target.log_path.read_text(errors="replace")[-2000:]
-        raise RuntimeError(
-            f"{target.name} did not serve within {timeout:g} s; its output ends with:\n{tail}"
+        assert target.log_path is not None
+        lines = target.log_path.read_text(errors="replace").strip().splitlines()
+        last = lines[-1] if lines else "(no output)"
+        raise StartError(
+            f"{target.name} did not serve within {timeout:g} s; its last output line: {last}"
         ) from None
-    target.startups.append(startup)
+    if record:
+        target.startups.append(startup)
     return startup
 
 
@@ -248,6 +280,15 @@ def _status(sock: socket.socket) -> int:
         head += piece
     parts = head.split(b" ", 2)
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def stop_many(targets: list[Target], timeout: float = 10.0) -> None:
+    """Ask every target to stop at once, then wait for each."""
+    for target in targets:
+        if target.process is not None and target.process.poll() is None:
+            target.process.send_signal(signal.SIGTERM)
+    for target in targets:
+        stop(target, timeout)
 
 
 def stop(target: Target, timeout: float = 10.0) -> None:
