@@ -12,6 +12,7 @@ from aiohttp import http_parser, web
 from proxy import __version__
 from proxy.app import create_app
 from proxy.lifecycle import LIFECYCLE
+from proxy.protocol import ProxyRunner
 from proxy.settings import Settings, is_loopback
 
 
@@ -49,7 +50,7 @@ async def serve(settings: Settings) -> None:
     log = structlog.get_logger("proxy")
     app = create_app(settings)
     lifecycle = app[LIFECYCLE]
-    runner = web.AppRunner(
+    runner = ProxyRunner(
         app,
         handle_signals=False,
         # serve() drains in-flight exchanges itself first; what is left is cancelled, and

@@ -112,7 +112,6 @@ class FakeUpstream:
             {"method": seen.method, "target": seen.target, "headers": seen.headers}
         )
 
-
     async def websocket_echo(self, request: web.Request) -> web.StreamResponse:
         """Each text or binary message comes back as it went; a close is answered in kind."""
         if self.refuse_websocket is not None:

@@ -1,0 +1,83 @@
+"""The HTTP edge: aiohttp's per-connection handler, with the proxy's own errors.
+
+aiohttp answers a request it cannot parse (and a handler that fails) with plain text
+and logs a traceback holding the raw request bytes. Here those become JSON in OpenAI's
+error shape with a distinct status (431 for oversized headers, 414 for an oversized
+target, 400 otherwise, 500 for a bug of ours) and one log line that names the cause
+without repeating the request's bytes.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
+
+from proxy.errors import error_response
+
+
+def classify(exc: BaseException | None, status: int) -> tuple[int, str, str]:
+    """(status, code, message) for a request aiohttp could not take; never echoes bytes."""
+    if isinstance(exc, LineTooLong):
+        if "reading: bytearray(b'/" in exc.message or "reading: b'/" in exc.message:
+            return 414, "uri_too_long", "the request target is longer than limits.max_header_size"
+        return (
+            431,
+            "request_header_fields_too_large",
+            "a request header line is longer than limits.max_header_size",
+        )
+    if isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message:
+        return 431, "request_header_fields_too_large", "the request has too many header fields"
+    if isinstance(exc, HttpProcessingError) and status < 500:
+        reason = exc.message.split("\n", 1)[0].strip().rstrip(":") or "malformed request"
+        return status, "bad_request", f"malformed HTTP request: {reason}"
+    return 500, "internal_error", "the proxy failed while handling this request"
+
+
+class ProxyRequestHandler(RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # Part of a response is out: nothing can follow it but a cut.
+            raise ConnectionError("Response is sent already, cannot send another response")
+        status, code, text = classify(exc, status)
+        log = structlog.get_logger("proxy.request")
+        if status == 500:
+            log.error("internal error", client=request.remote, exc_info=exc)
+        else:
+            log.warning(
+                "rejected",
+                client=request.remote,
+                status=status,
+                outcome="rejected",
+                cause=code,
+                detail=text,
+            )
+        response = error_response(status, code, text)
+        response.force_close()
+        return response
+
+
+class ProxyServer(Server):
+    __slots__ = ()
+
+    def __call__(self) -> RequestHandler:
+        return ProxyRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProxyRunner(web.AppRunner):
+    """An AppRunner whose connections use ProxyRequestHandler."""
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        # Same server, our handler class per connection (aiohttp offers no other hook).
+        server.__class__ = ProxyServer
+        return server
