@@ -12,6 +12,12 @@ every proxy passes unchanged:
   ?w=line&mb=4                  one SSE event whose single data: line is mb MB
   ?w=body&mb=50                 mb MB of application/octet-stream (Content-Length)
 
+Faults, for the soak (bench/soak.py):
+  ?w=sse&cut_after=K            the connection is cut after K events (no clean end)
+  ?w=stall&seconds=S            SSE headers, then S seconds of silence, then the end
+  ?w=status&code=C              status C with a JSON error body
+  ?w=drop                       the connection is closed without any response
+
 Run as a process: `python upstream.py --port 0` prints `port N` once it listens.
 """
 
@@ -213,12 +219,22 @@ class UpstreamProtocol(asyncio.Protocol):
         if kind == "small":
             self.transport.write(SMALL_RESPONSE)
             return
+        if kind == "status":
+            code = int(params.get("code", "500"))
+            self.transport.write(_plain(b"%d Error" % code, b'{"error":{"message":"bench"}}'))
+            return
+        if kind == "drop":
+            self.transport.close()
+            return
         if kind == "sse":
             work = self._sse(
                 int(params.get("n", "200")),
                 int(params.get("size", "100")),
                 float(params.get("every_ms", "0")) / 1000,
+                int(params.get("cut_after", "-1")),
             )
+        elif kind == "stall":
+            work = self._stall(float(params.get("seconds", "1")))
         elif kind == "line":
             work = self._line(int(float(params.get("mb", "4")) * MB))
         elif kind == "body":
@@ -246,9 +262,13 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.closed:
             raise ConnectionError
 
-    async def _sse(self, n: int, size: int, every: float) -> None:
+    async def _sse(self, n: int, size: int, every: float, cut_after: int = -1) -> None:
         await self._write(SSE_HEAD)
         for seq in range(n):
+            if seq == cut_after:
+                assert self.transport is not None
+                self.transport.abort()
+                raise ConnectionError
             if every:
                 await asyncio.sleep(every)
             else:
@@ -256,6 +276,11 @@ class UpstreamProtocol(asyncio.Protocol):
                 await asyncio.sleep(0)
             await self._write(*chunk(delta_event(seq, size)))
         await self._write(*chunk(completed_event(n)), b"0\r\n\r\n")
+
+    async def _stall(self, seconds: float) -> None:
+        await self._write(SSE_HEAD)
+        await asyncio.sleep(seconds)
+        await self._write(*chunk(completed_event(0)), b"0\r\n\r\n")
 
     async def _line(self, size: int) -> None:
         prefix = (
