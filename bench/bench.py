@@ -277,6 +277,7 @@ def record(
             for t in run.targets
         },
         "log_lines": logs,
+        "features": results.features,
         "results": results.summary(),
         "goals": {t.name: report.goals(results, t.name) for t in run.targets if t.under_test},
         "cells": results.cells,
@@ -299,7 +300,7 @@ def render(run: Plan, results: Results, *, refusal: list[str], logs: dict[str, i
             lines += ["", report.goals_text(results, target.name)]
     lines += [f"FAILED: {line}" for line in results.failures]
     lines += [f"note: {line}" for line in results.notes]
-    lines.append(f"log lines written: {logs}")
+    lines.append(f"log lines written: {logs}; metrics endpoint: {results.features}")
     if refusal:
         lines.append(_refusal(refusal))
     return "\n".join(lines)

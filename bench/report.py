@@ -24,6 +24,7 @@ class Results:
     failures: list[str] = field(default_factory=list)
     disturbed: list[str] = field(default_factory=list)
     cells: list[dict[str, object]] = field(default_factory=list)
+    features: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def add(self, key: str, unit: str, better: str, target: str, value: float) -> None:
         self.metrics.setdefault(key, Metric(key=key, unit=unit, better=better))

@@ -271,6 +271,16 @@ def wait_serving(target: Target, began: float, timeout: float) -> Startup:
     raise TimeoutError
 
 
+def probe(port: int, path: str) -> int:
+    """The status of a GET, or 0 when nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            return _status(sock)
+    except OSError:
+        return 0
+
+
 def _status(sock: socket.socket) -> int:
     head = b""
     while b"\r\n" not in head and len(head) < 4096:

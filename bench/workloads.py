@@ -212,6 +212,10 @@ async def warm_up(bench: Bench) -> None:
     """A few requests of each kind through each target before anything is measured."""
     body = small_request_body(300)
     for target in bench.targets:
+        if target.under_test and target.name not in bench.results.features:
+            # Default features stay on: say whether metrics were being collected.
+            status = targets_mod.probe(target.port, "/_proxy/metrics")
+            bench.results.features[target.name] = {"metrics_endpoint_status": status}
         client = Client(target.port)
         for query in ("w=small",) * 20 + ("w=sse&n=20",) * 3 + ("w=line&mb=1",):
             result = await client.fetch(f"{target.path}?{query}", body, EventTimes())
