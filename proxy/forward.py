@@ -130,6 +130,7 @@ async def _send(
             allow_redirects=False,
             middlewares=(send_exactly(pairs),),
             trace_request_ctx=exchange,
+            proxy=upstream.proxy,
         )
     except (TimeoutError, aiohttp.ClientError) as exc:
         if upload.too_large:

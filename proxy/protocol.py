@@ -1,4 +1,4 @@
-"""The HTTP edge: aiohttp's per-connection handler, with the proxy's own errors.
+"""The HTTP edge: aiohttp's per-connection handler, with the proxy's own limits and errors.
 
 aiohttp answers a request it cannot parse (and a handler that fails) with plain text
 and logs a traceback holding the raw request bytes. Here those become JSON in OpenAI's
@@ -8,6 +8,9 @@ without repeating the request's bytes.
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -37,7 +40,67 @@ def classify(exc: BaseException | None, status: int) -> tuple[int, str, str]:
     return 500, "internal_error", "the proxy failed while handling this request"
 
 
+class ConnectionGate:
+    """Per server: the connection limit, and a rate-limited log of connections refused."""
+
+    def __init__(self, *, max_connections: int, header_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.refused = 0
+        self._logged_at = -1.0
+
+    def refuse(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.refused += 1
+        now = loop.time()
+        if now - self._logged_at >= 1.0:
+            self._logged_at = now
+            structlog.get_logger("proxy").warning(
+                "connection refused: limits.max_connections is reached",
+                max_connections=self.max_connections,
+                refused_so_far=self.refused,
+            )
+
+
 class ProxyRequestHandler(RequestHandler):
+    __slots__ = ("_gate", "_header_timer")
+
+    def __init__(self, manager: Server, *, gate: ConnectionGate, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._gate = gate
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        loop = asyncio.get_running_loop()
+        manager = self._manager
+        if manager is not None and len(manager.connections) > self._gate.max_connections:
+            self._gate.refuse(loop)
+            transport.close()
+            return
+        # Slowloris: a request's headers must be complete within the header timeout.
+        self._header_timer = loop.call_later(self._gate.header_timeout, self._headers_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._header_timer is not None and self._messages:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        structlog.get_logger("proxy").warning(
+            "connection closed: request headers not complete within limits.header_timeout",
+            header_timeout_s=self._gate.header_timeout,
+        )
+        if self.transport is not None:
+            self.transport.close()
+
     def handle_error(
         self,
         request: BaseRequest,

@@ -12,8 +12,8 @@ from aiohttp import http_parser, web
 from proxy import __version__
 from proxy.app import create_app
 from proxy.lifecycle import LIFECYCLE
-from proxy.protocol import ProxyRunner
-from proxy.settings import Settings, is_loopback
+from proxy.protocol import ConnectionGate, ProxyRunner
+from proxy.settings import Settings, is_loopback, redact_url
 
 
 class StartupError(Exception):
@@ -42,6 +42,12 @@ def handler_options(settings: Settings) -> dict[str, Any]:
         "handler_cancellation": True,
         "max_line_size": settings.limits.max_header_size,
         "max_field_size": settings.limits.max_header_size,
+        # aiohttp's default keeps an idle client connection an hour.
+        "keepalive_timeout": settings.limits.keepalive_timeout,
+        "gate": ConnectionGate(
+            max_connections=settings.limits.max_connections,
+            header_timeout=settings.limits.header_timeout,
+        ),
     }
 
 
@@ -73,6 +79,7 @@ async def serve(settings: Settings) -> None:
             version=__version__,
             address=addresses[0] if len(addresses) == 1 else addresses,
             upstream=settings.upstream.url,
+            proxy=redact_url(settings.upstream.proxy) or None,
             rules=[rule.name for rule in settings.rewrite.active],
         )
         if not is_loopback(settings.listen.host):

@@ -43,7 +43,15 @@ class Upstream:
     idle_timeout: float = setting(
         300.0, "seconds of upstream silence before giving up; no total limit: streams run long"
     )
-    pool_size: int = setting(100, "most concurrent upstream connections")
+    pool_size: int = setting(100, "most concurrent upstream connections; more wait (logged)")
+    keepalive_timeout: float = setting(
+        15.0, "seconds an idle pooled connection is kept; after a sleep none is stale"
+    )
+    proxy: str = setting("", "HTTP CONNECT proxy to reach the upstream through; empty: direct")
+    proxy_from_env: bool = setting(
+        False, "take the proxy from HTTPS_PROXY/HTTP_PROXY and NO_PROXY (~/.netrc never)"
+    )
+    ca_bundle: str = setting("", "PEM file of extra CAs to trust beside the system store")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +60,9 @@ class Limits:
     max_header_size: int = setting(
         64 * 1024, "bytes of one header line; JWTs and cookies outgrow aiohttp's 8190"
     )
+    max_connections: int = setting(1024, "client connections at once; more are closed, logged")
+    header_timeout: float = setting(30.0, "seconds a client has to send a request's headers")
+    keepalive_timeout: float = setting(75.0, "seconds an idle client connection is kept open")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +174,28 @@ def load_settings(
     for flag, value in flags.items():
         section, key = FLAGS[flag]
         values[section, key] = Value(_coerce(value, section, key, f"flag {flag}"), f"flag {flag}")
+    if values["upstream", "proxy_from_env"].value and not values["upstream", "proxy"].value:
+        found = proxy_from_environ(values["upstream", "url"].value, environ)
+        if found is not None:
+            values["upstream", "proxy"] = Value(found[1], f"environment {found[0]}")
     return _build(values), values
+
+
+def proxy_from_environ(upstream: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(variable, proxy URL) the standard variables give for the upstream, unless NO_PROXY."""
+    url = URL(upstream)
+    host = (url.host or "").lower()
+    no_proxy = environ.get("NO_PROXY", environ.get("no_proxy", ""))
+    for entry in (part.strip().lower().split(":")[0].lstrip(".") for part in no_proxy.split(",")):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return None
+    names = (
+        ("HTTPS_PROXY", "https_proxy") if url.scheme == "https" else ("HTTP_PROXY", "http_proxy")
+    )
+    for name in names:
+        if environ.get(name):
+            return name, environ[name]
+    return None
 
 
 def _from_file(path: Path) -> Sourced:
@@ -308,6 +340,9 @@ def _validate(settings: Settings, values: Sourced) -> None:
     if not 0 <= settings.listen.port <= 65535:
         fail("listen", "port", f"must be 0..65535, got {settings.listen.port}")
     minimums = [
+        ("limits", "max_connections", 1, "must be at least 1"),
+        ("limits", "header_timeout", 0.001, "must be greater than 0"),
+        ("limits", "keepalive_timeout", 0.001, "must be greater than 0"),
         ("limits", "max_body_size", 0, "must not be negative"),
         ("limits", "max_header_size", 8190, "must be at least 8190 (HTTP's usual line limit)"),
         ("capture", "body_limit", 0, "must not be negative"),
@@ -338,11 +373,29 @@ def _validate_upstream(
             "url",
             f"must be an origin only (scheme://host[:port]), got {upstream.url!r}",
         )
-    for key in ("connect_timeout", "idle_timeout"):
+    for key in ("connect_timeout", "idle_timeout", "keepalive_timeout"):
         if getattr(upstream, key) <= 0:
             fail("upstream", key, "must be greater than 0")
     if upstream.pool_size < 1:
         fail("upstream", "pool_size", "must be at least 1")
+    if upstream.proxy:
+        proxy = URL(upstream.proxy)
+        if proxy.scheme not in ("http", "https") or not proxy.host:
+            fail(
+                "upstream",
+                "proxy",
+                f"must be an http:// or https:// proxy URL, got {redact_url(upstream.proxy)!r}",
+            )
+    if upstream.ca_bundle and not Path(upstream.ca_bundle).is_file():
+        fail("upstream", "ca_bundle", f"no such file: {upstream.ca_bundle}")
+
+
+def redact_url(url: str) -> str:
+    """A URL with its password masked (proxy credentials are never shown)."""
+    parsed = URL(url)
+    if parsed.password is None:
+        return url
+    return str(parsed.with_password("[redacted]"))
 
 
 def is_loopback(host: str) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import aiohttp
+import structlog
 from aiohttp import web
 from aiohttp.client_middlewares import ClientHandlerType
 from multidict import CIMultiDict
@@ -34,6 +35,7 @@ class Upstream:
     connect_timeout: float
     idle_timeout: float
     record_bodies: int
+    proxy: URL | None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Upstream:
@@ -49,6 +51,7 @@ class Upstream:
             connect_timeout=settings.upstream.connect_timeout,
             idle_timeout=settings.upstream.idle_timeout,
             record_bodies=settings.capture.body_limit if capture else 0,
+            proxy=URL(settings.upstream.proxy) if settings.upstream.proxy else None,
         )
 
     def url(self, target: str) -> URL:
@@ -105,10 +108,30 @@ def connect_timing() -> aiohttp.TraceConfig:
         if exchange is not None:
             exchange.connect_ms = 0.0
 
+    async def queued(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+        context.queued = time.perf_counter()
+        structlog.get_logger("proxy.upstream").warning(
+            "waiting for a free upstream connection: upstream.pool_size is reached"
+        )
+
+    async def dequeued(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
+        waited = round((time.perf_counter() - context.queued) * 1000, 3)
+        structlog.get_logger("proxy.upstream").info("got an upstream connection", waited_ms=waited)
+
     trace.on_connection_create_start.append(creating)
     trace.on_connection_create_end.append(created)
     trace.on_connection_reuseconn.append(reused)
+    trace.on_connection_queued_start.append(queued)
+    trace.on_connection_queued_end.append(dequeued)
     return trace
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The system trust store (with SNI and hostname checks), plus upstream.ca_bundle."""
+    context = ssl.create_default_context()
+    if settings.upstream.ca_bundle:
+        context.load_verify_locations(cafile=settings.upstream.ca_bundle)
+    return context
 
 
 def client_session_context(
@@ -117,8 +140,11 @@ def client_session_context(
     async def client_session(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(
             limit=settings.upstream.pool_size,
-            # The system trust store, with SNI and hostname checks.
-            ssl=ssl.create_default_context(),
+            limit_per_host=settings.upstream.pool_size,
+            ssl=tls_context(settings),
+            # An idle connection older than this is closed, never reused: after a laptop
+            # sleeps, no request goes out on a connection the far side has forgotten.
+            keepalive_timeout=settings.upstream.keepalive_timeout,
         )
         async with aiohttp.ClientSession(
             connector=connector,
@@ -149,6 +175,12 @@ def client_session_context(
     return client_session
 
 
+def _tls_reason(exc: aiohttp.ClientConnectorError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"the certificate is not trusted ({exc.certificate_error}); see upstream.ca_bundle"
+    return str(exc.os_error)
+
+
 def upstream_failed(exchange: Exchange, upstream: Upstream, exc: BaseException) -> web.Response:
     """Map a failure before response headers to its status, code and log cause."""
     origin = upstream.origin
@@ -161,9 +193,19 @@ def upstream_failed(exchange: Exchange, upstream: Upstream, exc: BaseException) 
         message = f"{origin} sent no response within {upstream.idle_timeout:g} s"
     elif isinstance(exc, aiohttp.ClientConnectorDNSError):
         code, message = "upstream_unreachable", f"cannot resolve the upstream host of {origin}"
-    elif isinstance(exc, aiohttp.ClientConnectorCertificateError):
+    elif isinstance(exc, aiohttp.ClientProxyConnectionError):
+        code, message = (
+            "upstream_proxy_error",
+            f"cannot connect to the proxy upstream.proxy: {exc.strerror}",
+        )
+    elif isinstance(exc, aiohttp.ClientHttpProxyError):
+        code = "upstream_proxy_error"
+        message = (
+            f"the proxy upstream.proxy refused the tunnel to {origin}: {exc.status} {exc.message}"
+        )
+    elif isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
         code = "upstream_tls_error"
-        message = f"the TLS certificate of {origin} is not trusted: {exc.certificate_error}"
+        message = f"TLS with {origin} failed: {_tls_reason(exc)}"
     elif isinstance(exc, aiohttp.ClientConnectorError):
         code, message = "upstream_unreachable", f"cannot connect to {origin}: {exc.strerror}"
     elif isinstance(exc, aiohttp.ClientResponseError):

@@ -97,6 +97,7 @@ async def relay_websocket(
                 # A session may idle between turns for as long as the client likes.
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
                 decode_text=False,
+                proxy=upstream.proxy,
             )
     except (TimeoutError, aiohttp.ClientError) as exc:
         return await _refused(request, exchange, upstream, handshake, exc)

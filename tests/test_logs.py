@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import stat
+import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -344,7 +345,7 @@ def test_console_line_for_a_person_at_a_terminal() -> None:
 async def test_console_format_from_the_real_command(fake: FakeUpstream) -> None:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_PATH_PROXY_")}
     process = await asyncio.create_subprocess_exec(
-        "python",
+        sys.executable,
         "-m",
         "proxy",
         "--port",
