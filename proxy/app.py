@@ -12,6 +12,7 @@ from proxy.capture import Capture
 from proxy.exchange import Observer
 from proxy.forward import expect_continue, forward
 from proxy.guard import guard
+from proxy.inspector import Inspector
 from proxy.lifecycle import LIFECYCLE, Lifecycle
 from proxy.metrics import Metrics
 from proxy.settings import Settings
@@ -43,10 +44,14 @@ def create_app(settings: Settings) -> web.Application:
     if settings.metrics.enabled:
         metrics = Metrics(in_flight=lambda: lifecycle.in_flight, sessions=lambda: len(sessions))
         observers.append(metrics)
+    inspector = None
+    if settings.inspector.enabled:
+        inspector = Inspector(ring_size=settings.inspector.ring_size)
+        observers.append(inspector)
     app[OBSERVERS] = tuple(observers)
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(client_session_context(settings))
-    endpoints.add_routes(app.router, metrics=metrics)
+    endpoints.add_routes(app.router, metrics=metrics, inspector=inspector)
     app.router.add_route("*", "/{tail:.*}", forward, expect_handler=expect_continue)
     return app
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.errors import error_response
+from proxy.inspector import Inspector
 from proxy.lifecycle import LIFECYCLE
 from proxy.metrics import Metrics
 
@@ -25,9 +26,13 @@ async def not_found(request: web.Request) -> web.Response:
     return error_response(404, "not_found", f"{PREFIX} is reserved for the proxy's own endpoints")
 
 
-def add_routes(router: web.UrlDispatcher, *, metrics: Metrics | None) -> None:
+def add_routes(
+    router: web.UrlDispatcher, *, metrics: Metrics | None, inspector: Inspector | None
+) -> None:
     router.add_get(PREFIX + "healthz", healthz, allow_head=True)
     router.add_get(PREFIX + "readyz", readyz, allow_head=True)
     if metrics is not None:
         router.add_get(PREFIX + "metrics", metrics.serve)
+    if inspector is not None:
+        inspector.add_routes(router)
     router.add_route("*", PREFIX + "{tail:.*}", not_found)

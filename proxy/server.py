@@ -51,8 +51,24 @@ def handler_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def check_inspector(settings: Settings) -> None:
+    """The inspector shows paths and metadata: loopback only, unless explicitly allowed."""
+    inspector = settings.inspector
+    if (
+        inspector.enabled
+        and not is_loopback(settings.listen.host)
+        and not inspector.allow_non_loopback
+    ):
+        raise StartupError(
+            f"the inspector would be reachable beyond this machine on {settings.listen.host}: "
+            "request paths and metadata are sensitive even with tokens redacted. Bind "
+            "127.0.0.1, or set inspector.allow_non_loopback = true if you mean it."
+        )
+
+
 async def serve(settings: Settings) -> None:
     check_parser()
+    check_inspector(settings)
     log = structlog.get_logger("proxy")
     app = create_app(settings)
     lifecycle = app[LIFECYCLE]

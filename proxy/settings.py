@@ -94,6 +94,15 @@ class Metrics:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Inspector:
+    enabled: bool = setting(False, "serve the live inspector page at /_proxy/")
+    allow_non_loopback: bool = setting(
+        False, "allow the inspector on a non-loopback bind: paths and metadata are sensitive"
+    )
+    ring_size: int = setting(500, "recent exchanges the inspector keeps in memory")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rewrite:
     rules: tuple[Rule, ...] = setting(DEFAULT_RULES, "ordered, first match wins")
     disabled: tuple[str, ...] = setting((), "names of rules to turn off")
@@ -112,6 +121,7 @@ class Settings:
     log: Log = field(default_factory=Log)
     capture: Capture = field(default_factory=Capture)
     metrics: Metrics = field(default_factory=Metrics)
+    inspector: Inspector = field(default_factory=Inspector)
     rewrite: Rewrite = field(default_factory=Rewrite)
 
 
@@ -126,6 +136,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--log-format": ("log", "format"),
     "--log-bodies": ("log", "bodies"),
     "--capture-dir": ("capture", "dir"),
+    "--inspector": ("inspector", "enabled"),
 }
 
 
@@ -340,6 +351,7 @@ def _validate(settings: Settings, values: Sourced) -> None:
     if not 0 <= settings.listen.port <= 65535:
         fail("listen", "port", f"must be 0..65535, got {settings.listen.port}")
     minimums = [
+        ("inspector", "ring_size", 1, "must be at least 1"),
         ("limits", "max_connections", 1, "must be at least 1"),
         ("limits", "header_timeout", 0.001, "must be greater than 0"),
         ("limits", "keepalive_timeout", 0.001, "must be greater than 0"),

@@ -204,3 +204,11 @@ async def test_busy_port_is_a_clear_error() -> None:
     assert code == 1
     assert f"cannot start: cannot listen on 127.0.0.1:{port}:" in err
     assert "Traceback" not in err
+
+
+async def test_inspector_is_refused_on_a_non_loopback_bind() -> None:
+    code, err = await run_to_exit("--port", "0", "--host", "0.0.0.0", "--inspector")
+    assert code == 1
+    assert "the inspector would be reachable beyond this machine on 0.0.0.0" in err
+    assert "inspector.allow_non_loopback" in err
+    assert "Traceback" not in err
