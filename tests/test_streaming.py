@@ -107,3 +107,49 @@ async def test_hundred_concurrent_streams(
         assert body == sse_event("response.created", {"id": target}) + sse_event(
             "response.completed", {"id": target}
         )
+
+
+async def test_slow_reader_backpressure_reaches_the_upstream(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    """A client that stops reading makes the upstream's writes wait; the proxy holds a
+    bounded amount, never the whole stream."""
+    chunk = os.urandom(256 * 1024)
+    chunks = 400  # 100 MiB in all
+    sent = 0
+    progress = asyncio.Event()
+
+    async def firehose(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        await fake.record(request)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        for _ in range(chunks):
+            await response.write(chunk)
+            sent += 1
+            progress.set()
+        await response.write_eof()
+        return response
+
+    fake.handler = firehose
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port, limit=64 * 1024)
+    writer.write(b"GET /firehose HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    await reader.readuntil(b"\r\n\r\n")
+    stalled_at = -1
+    while stalled_at != sent:
+        stalled_at = sent
+        progress.clear()
+        try:
+            async with asyncio.timeout(0.5):
+                await progress.wait()
+        except TimeoutError:
+            break
+    # Socket buffers on three hops hold some megabytes; 100 MiB must not have gone out.
+    assert stalled_at * len(chunk) < 32 * 1024 * 1024, f"{stalled_at} chunks left the upstream"
+    received = 0
+    async with asyncio.timeout(60):
+        while data := await reader.read(1 << 20):
+            received += len(data)
+    writer.close()
+    assert sent == chunks
+    assert received >= chunks * len(chunk)
