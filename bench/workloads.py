@@ -340,6 +340,10 @@ async def _w2a(bench: Bench, target: Target, body: bytes) -> None:
             client.close()
 
     async def run() -> float:
+        # A redone cell starts from nothing.
+        problems.clear()
+        ttfb.clear()
+        counts.update(events=0, streams=0)
         began = time.monotonic()
         await asyncio.gather(*(worker(began + params.w2a_seconds) for _ in range(16)))
         return time.monotonic() - began
@@ -375,6 +379,7 @@ async def _w2b(bench: Bench, target: Target, body: bytes, concurrency: int, rep:
             client.close()
 
     async def run() -> list[tuple[Result, EventTimes]]:
+        sinks[:] = [EventTimes() for _ in range(concurrency)]  # a redone cell starts afresh
         return await asyncio.gather(*(stream(i) for i in range(concurrency)))
 
     outcomes, _ = await bench.cell(target, label, run)
@@ -462,6 +467,10 @@ async def _w3_cell(
     problems: list[str] = []
 
     async def run() -> float:
+        # A redone cell starts from nothing, with a new peak mark.
+        problems.clear()
+        totals.update(bytes=0, transfers=0)
+        tracked[0] = procstat.reset_hwm(target.pid) if target.pid else False
         began = time.monotonic()
         while True:
             result = await client.fetch(path, body, Sink(), rate=rate, timeout=120)
@@ -476,7 +485,7 @@ async def _w3_cell(
                 break
         return time.monotonic() - began
 
-    tracked = procstat.reset_hwm(target.pid) if target.pid else False
+    tracked = [False]
     try:
         seconds, usage = await bench.cell(target, label, run)
     finally:
@@ -490,7 +499,7 @@ async def _w3_cell(
         add(f"{label} MB/s", "MB/s", "higher", target.name, megabytes / seconds)
     if target.pid:
         add(f"{label} CPU/MB", "ms", "lower", target.name, usage.target_cpu_s * 1000 / megabytes)
-        if tracked:
+        if tracked[0]:
             peak = procstat.tree_hwm_bytes(target.pid)
             add(f"{label} RSS+", "MB", "lower", target.name, max(0, peak - baseline) / MB)
 
@@ -505,23 +514,25 @@ async def w4(bench: Bench) -> None:
     for rep in range(params.w4_reps):
         # Fresh processes: memory grown for one rep's streams would hide the next's.
         await bench.fresh()
+        baselines = {t.name: procstat.tree_rss_bytes(t.pid) if t.pid else 0 for t in bench.targets}
         for target in rotated(bench.targets, rep):
             if bench.over_budget("the rest of W4"):
                 return
-            await _w4_cell(bench, target, body)
+            await _w4_cell(bench, target, body, baselines[target.name])
         bench.out(f"  W4 rep {rep + 1} done")
 
 
-async def _w4_cell(bench: Bench, target: Target, body: bytes) -> None:
+async def _w4_cell(bench: Bench, target: Target, body: bytes, baseline: int) -> None:
+    """RSS per stream: the peak while the streams are open minus the fresh process's RSS
+    (so a redone cell, whose process kept what the first try grew, is not flattered)."""
     params = bench.params
     count = params.w4_streams
     events = max(2, round(params.w4_hold_seconds * 1000 / params.w4_every_ms))
     path = f"{target.path}?w=sse&n={events}&size=100&every_ms={params.w4_every_ms}"
     label = "W4"
-    sinks = [EventTimes() for _ in range(count)]
-    clients = [Client(target.port, bufsize=16 * 1024) for _ in range(count)]
-    baseline = procstat.tree_rss_bytes(target.pid) if target.pid else 0
-    tracked = procstat.reset_hwm(target.pid) if target.pid else False
+    sinks: list[EventTimes] = []
+    clients: list[Client] = []
+    tracked = [False]
 
     async def stream(index: int) -> Result:
         await asyncio.sleep(index * params.w4_ramp_seconds / count)
@@ -530,6 +541,12 @@ async def _w4_cell(bench: Bench, target: Target, body: bytes) -> None:
         )
 
     async def run() -> list[Result]:
+        # A redone cell starts afresh: new connections, new readers, a new peak mark.
+        for client in clients:
+            client.close()
+        sinks[:] = [EventTimes() for _ in range(count)]
+        clients[:] = [Client(target.port, bufsize=16 * 1024) for _ in range(count)]
+        tracked[0] = procstat.reset_hwm(target.pid) if target.pid else False
         return await asyncio.gather(*(stream(i) for i in range(count)))
 
     try:
@@ -553,15 +570,9 @@ async def _w4_cell(bench: Bench, target: Target, body: bytes) -> None:
     add(f"{label} TTFB p99", "ms", "lower", target.name, percentile(ttfb, 0.99) / 1e6)
     add(f"{label} delay p50", "ms", "lower", target.name, percentile(delays, 0.5) / 1e6)
     add(f"{label} delay p99", "ms", "lower", target.name, percentile(delays, 0.99) / 1e6)
-    if target.pid and tracked:
-        peak = procstat.tree_hwm_bytes(target.pid)
-        add(
-            f"{label} RSS/stream",
-            "KB",
-            "lower",
-            target.name,
-            max(0, peak - baseline) / 1024 / count,
-        )
+    if target.pid and tracked[0]:
+        growth = procstat.tree_hwm_bytes(target.pid) - baseline
+        add(f"{label} RSS/stream", "KB", "lower", target.name, max(0, growth) / 1024 / count)
 
 
 # W5 ----------------------------------------------------------------------------------
