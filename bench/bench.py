@@ -183,12 +183,15 @@ def main(argv: list[str] | None = None) -> int:
 
     say(f"bench: proxy core {run.proxy_cpu}, load core {run.load_cpu}; "
         f"loadavg {procstat.loadavg():.2f}")  # fmt: skip
-    idle = measure.idle_check(1.0, (run.proxy_cpu, run.load_cpu))
+    idle, busiest = measure.idle_check(1.0, (run.proxy_cpu, run.load_cpu))
     busy = {cpu: share for cpu, share in idle.items() if share > run.max_foreign}
     refusal: list[str] = []
     if busy:
         shown = ", ".join(f"core {cpu} {share:.0%} busy" for cpu, share in busy.items())
-        refusal.append(f"before starting, other processes kept the reserved cores busy: {shown}")
+        refusal.append(
+            f"before starting, other processes kept the reserved cores busy: {shown}"
+            + (f"; busiest: {busiest}" if busiest else "")
+        )
         if not run.report_anyway:
             print(_refusal(refusal), flush=True)
             shutil.rmtree(scratch, ignore_errors=True)

@@ -126,10 +126,12 @@ def _busiest(before: Snapshot, after: Snapshot, exclude: frozenset[int]) -> str:
     return ", ".join(f"{name} ({pid}) {spent:.2f} s" for spent, name, pid in used[:3])
 
 
-def idle_check(seconds: float, cpus: tuple[int, ...]) -> dict[int, float]:
-    """Share of each reserved core that was busy (or stolen) while the bench did nothing."""
+def idle_check(seconds: float, cpus: tuple[int, ...]) -> tuple[dict[int, float], str]:
+    """Share of each reserved core that was busy (or stolen) while the bench did nothing,
+    and the busiest other processes meanwhile."""
     before = procstat.core_times()
     own_before = os.times()
+    processes = procstat.all_cpu_seconds()
     time.sleep(seconds)
     after = procstat.core_times()
     own_after = os.times()
@@ -138,4 +140,8 @@ def idle_check(seconds: float, cpus: tuple[int, ...]) -> dict[int, float]:
     for cpu in cpus:
         delta = after[cpu] - before[cpu]
         shares[cpu] = max(0.0, delta.busy + delta.steal - own) / seconds
-    return shares
+    then = Snapshot(wall=0, cores=before, target_cpu=0, load_cpu=0, processes=processes)
+    now = Snapshot(
+        wall=0, cores=after, target_cpu=0, load_cpu=0, processes=procstat.all_cpu_seconds()
+    )
+    return shares, _busiest(then, now, frozenset({os.getpid()}))
