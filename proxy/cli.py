@@ -29,6 +29,7 @@ from proxy.settings import (
     key_type,
     keys,
     load_settings,
+    redact_url,
 )
 
 PROG = "codex-path-proxy"
@@ -127,7 +128,10 @@ def describe(sources: Sourced) -> str:
             lines.extend(f"  {_rule(rule)}," for rule in value.value)
             lines.append("]")
         else:
-            lines.append(f"{section}.{key} = {_toml(value.value)}  # {value.source}")
+            shown = (
+                redact_url(value.value) if (section, key) == ("upstream", "proxy") else value.value
+            )
+            lines.append(f"{section}.{key} = {_toml(shown)}  # {value.source}")
     return "\n".join(lines)
 
 

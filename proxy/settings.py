@@ -407,7 +407,8 @@ def redact_url(url: str) -> str:
     parsed = URL(url)
     if parsed.password is None:
         return url
-    return str(parsed.with_password("[redacted]"))
+    scheme, rest = str(parsed.with_user(None)).split("://", 1)
+    return f"{scheme}://{parsed.raw_user}:[redacted]@{rest}"
 
 
 def is_loopback(host: str) -> bool:

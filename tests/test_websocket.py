@@ -311,3 +311,40 @@ async def test_sigterm_gives_sessions_the_grace_then_closes_1001(fake: FakeUpstr
     assert (line["close_code"], line["closed_by"]) == (1001, "proxy")
     assert (line["frames_in"], line["frames_out"]) == (2, 2)
     assert TOKEN not in json.dumps(lines)
+
+
+async def test_an_invalid_client_handshake_is_400_and_never_reaches_upstream(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    head = (
+        f"GET {LEGACY} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: not-base64!\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(head.encode())
+    response = await read_head_and_body(reader)
+    writer.close()
+    assert response.status == 400
+    assert json.loads(response.body)["error"]["code"] == "bad_request"
+    assert fake.received == []
+
+
+async def test_an_upstream_101_with_a_wrong_accept_is_a_502(
+    proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession
+) -> None:
+    async def wrong_accept(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        assert request.transport is not None
+        request.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n"
+        )
+        request.transport.close()
+        return web.Response()
+
+    fake.handler = wrong_accept
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await ws_client.ws_connect(proxy.make_url(LEGACY))
+    assert refused.value.status == 502
+    [exchange] = await recorder(proxy).wait_ended()
+    assert exchange.cause == "upstream_bad_handshake"
