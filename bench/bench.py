@@ -293,7 +293,7 @@ def render(run: Plan, results: Results, *, refusal: list[str], logs: dict[str, i
     if refusal:
         lines.append("INVALID: the machine was busy; these numbers only check the harness.")
     lines += [
-        f"\n{'quick' if run.quick else 'full'} run: medians of {params.reps} repetitions "
+        f"\n{'quick' if run.quick else 'full'} run: medians of up to {params.reps} repetitions "
         f"(W4 {params.w4_reps}, W5 {params.w5_reps}); spread = (max - min) / median;",
         "x = ratio of medians (for lower-is-better metrics, above 1 is worse)\n",
         report.table(results, [t.name for t in run.targets]),

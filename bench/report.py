@@ -59,6 +59,7 @@ class Results:
                     "better": metric.better,
                     "median": self.median(key, target),
                     "spread": self.spread(key, target),
+                    "n": len(values),
                     "samples": values,
                     "x_direct": self.ratio(key, target, "direct"),
                     "x_nginx": self.ratio(key, target, "nginx"),
@@ -103,7 +104,11 @@ def table(results: Results, targets: list[str]) -> str:
         sub += f" | {'median  spread  xdirect  xnginx':>30}"
     lines = [head, sub, "-" * len(head)]
     workload = ""
-    for key, metric in results.metrics.items():
+    # Grouped by workload in the order each first appeared (derived rows join their own).
+    order = {key.split()[0]: index for index, key in reversed(list(enumerate(results.metrics)))}
+    keys = sorted(results.metrics, key=lambda key: order[key.split()[0]])
+    for key in keys:
+        metric = results.metrics[key]
         if key.split()[0] != workload:
             if workload:
                 lines.append("")

@@ -327,14 +327,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    try:
-        import uvloop  # noqa: PLC0415  (optional: a faster loop for the bench's own side)
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(args.port))
+        try:
+            import uvloop  # noqa: PLC0415  (optional: a faster loop for the bench's own side)
+        except ImportError:
+            asyncio.run(serve(args.port))
+        else:
+            uvloop.run(serve(args.port))
     sys.exit(0)
 
 
