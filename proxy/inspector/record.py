@@ -1,0 +1,102 @@
+"""What the inspector shows of one exchange: the log line's fields plus redacted headers.
+
+Built only from `proxy.canonical.fields` and `proxy.redact.headers`, so the page sees
+exactly what the log would; every string is run through the shape check once more on
+the way out (a request id or an event type is client- or upstream-chosen text).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy import redact
+from proxy.canonical import fields
+from proxy.exchange import Exchange
+
+TIMELINE_SIZE = 200
+# The capture's own file name pattern, and the request ids simple enough to serve by name.
+_SERVABLE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}-[A-Za-z0-9._-]{1,32}\.har")
+
+
+@dataclass(slots=True)
+class Timeline:
+    """The last events of one stream (type, ms after the request began) and how many there were.
+
+    Positions are absolute (the first event is 0), so a page that already holds some of
+    them can tell which of a later batch are new.
+    """
+
+    events: deque[tuple[str, float]] = field(default_factory=lambda: deque(maxlen=TIMELINE_SIZE))
+    total: int = 0
+
+    def add(self, kind: str, at_ms: float, *, count: int) -> None:
+        """Record the event that brought the stream's count to `count`."""
+        self.events.append((kind, at_ms))
+        self.total = count
+
+    def since(self, position: int) -> tuple[int, list[tuple[str, float]]]:
+        """The kept events from `position` on, and the position of the first returned."""
+        first = self.total - len(self.events)
+        start = max(position, first)
+        return start, list(self.events)[start - first :]
+
+
+def har_name(exchange: Exchange) -> str:
+    """The name proxy.capture gives this exchange's HAR file."""
+    stamp = datetime.datetime.fromtimestamp(exchange.started_at, datetime.UTC)
+    return f"{stamp:%Y%m%dT%H%M%S.%f}-{exchange.request_id[:32]}.har"
+
+
+def servable(name: str) -> bool:
+    """A capture name safe to serve: one path component, of the expected shape."""
+    return _SERVABLE.fullmatch(name) is not None
+
+
+def record(
+    exchange: Exchange,
+    *,
+    seq: int,
+    timeline: Timeline,
+    since: int,
+    live: bool,
+    har: str | None,
+    har_path: str | None,
+) -> dict[str, Any]:
+    """One exchange as the page receives it; `since` limits the timeline to newer events."""
+    data = fields(exchange)
+    start, events = timeline.since(since)
+    data.update(
+        seq=seq,
+        live=live,
+        started_at=exchange.started_at,
+        elapsed_ms=exchange.elapsed_ms() if live else exchange.duration_ms,
+        request_headers=redact.headers(exchange.request_headers),
+        response_headers=redact.headers(exchange.response_headers),
+        timeline=events,
+        timeline_at=start,
+        timeline_total=timeline.total,
+        har=None
+        if har is None
+        else {
+            "name": har,
+            "path": har_path,
+            "url": f"/_proxy/captures/{har}" if servable(har) else None,
+        },
+    )
+    scrubbed: dict[str, Any] = scrub(data)
+    return scrubbed
+
+
+def scrub(value: Any) -> Any:
+    """The value with every string shape-checked for credentials (markers pass unchanged)."""
+    if isinstance(value, str):
+        return redact.redact_text(value)
+    if isinstance(value, dict):
+        return {redact.redact_text(str(key)): scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(item) for item in value]
+    return value

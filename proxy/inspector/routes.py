@@ -1,0 +1,159 @@
+"""The inspector's endpoints: the page and its assets, the event stream, capture files.
+
+Everything is served from the package; the page loads nothing from any other origin,
+and its Content-Security-Policy forbids it to (and forbids HTML built from strings).
+A loopback listener answers only requests addressed to a loopback name, so a web page
+that rebinds its own host name to 127.0.0.1 cannot read the inspector.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.errors import error_response
+from proxy.inspector.feed import Feed, Subscriber
+from proxy.settings import is_loopback
+
+PREFIX = "/_proxy/"
+_ASSETS = {
+    "": ("index.html", "text/html; charset=utf-8"),
+    "inspector.js": ("inspector.js", "text/javascript; charset=utf-8"),
+    "inspector.css": ("inspector.css", "text/css; charset=utf-8"),
+}
+_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+    "require-trusted-types-for 'script'; trusted-types 'none'"
+)
+_HEADERS = {
+    "Content-Security-Policy": _POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+class Pages:
+    def __init__(
+        self,
+        *,
+        feed: Feed,
+        snapshot: Callable[[], str],
+        capture_file: Callable[[str], Path | None],
+    ) -> None:
+        self.feed = feed
+        self.snapshot = snapshot
+        self.capture_file = capture_file
+        static = resources.files("proxy.inspector") / "static"
+        self.assets = {
+            path: ((static / name).read_bytes(), kind) for path, (name, kind) in _ASSETS.items()
+        }
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        for path in self.assets:
+            router.add_get(PREFIX + path, self.asset, allow_head=True)
+        router.add_get(PREFIX + "events", self.events)
+        router.add_get(PREFIX + "captures/{name}", self.capture)
+
+    async def asset(self, request: web.Request) -> web.Response:
+        if not addressed_to_us(request):
+            return _misaddressed()
+        body, kind = self.assets[request.path.removeprefix(PREFIX)]
+        return web.Response(body=body, headers={**_HEADERS, "Content-Type": kind})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: a snapshot of the ring, then each update as it happens."""
+        if not addressed_to_us(request):
+            return _misaddressed()
+        # No await between the snapshot and subscribing: no update is missed or repeated.
+        snapshot = self.snapshot()
+        subscriber = self.feed.subscribe(on_drop=lambda: _abort(request))
+        response = web.StreamResponse(
+            headers={**_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"}
+        )
+        try:
+            await response.prepare(request)
+            # A page that was dropped (or lost the proxy) reconnects after a second.
+            await response.write(f"retry: 1000\n\nevent: snapshot\ndata: {snapshot}\n\n".encode())
+            while await _send_pending(response, subscriber):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            self.feed.unsubscribe(subscriber)
+        return response
+
+    async def capture(self, request: web.Request) -> web.StreamResponse:
+        """A HAR file, only if it belongs to an exchange in the ring and is a plain file."""
+        if not addressed_to_us(request):
+            return _misaddressed()
+        name = request.match_info["name"]
+        path = self.capture_file(name)
+        try:
+            regular = path is not None and stat.S_ISREG(os.lstat(path).st_mode)
+        except OSError:
+            regular = False
+        if path is None or not regular:
+            return error_response(
+                404, "not_found", "no such capture among the inspector's recent exchanges"
+            )
+        return web.FileResponse(
+            path,
+            headers={
+                **_HEADERS,
+                "Content-Type": "application/json",
+                "Content-Disposition": f'attachment; filename="{name}"',
+            },
+        )
+
+
+async def _send_pending(response: web.StreamResponse, subscriber: Subscriber) -> bool:
+    """Write every queued message at once; False once the stream is over."""
+    batch = [await subscriber.queue.get()]
+    while not subscriber.queue.empty():
+        batch.append(subscriber.queue.get_nowait())
+    ended = None in batch
+    messages = [message for message in batch if message is not None]
+    if messages:
+        await response.write("".join(messages).encode())
+    return not ended
+
+
+def addressed_to_us(request: web.Request) -> bool:
+    """On a loopback listener, the Host must name a loopback address too."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not sockname or not is_loopback(str(sockname[0])):
+        return True  # a non-loopback bind is allowed explicitly (inspector.allow_non_loopback)
+    return loopback_host(request.headers.get("Host", ""))
+
+
+def loopback_host(value: str) -> bool:
+    """Whether a Host header names a loopback address (`127.0.0.1:8780`, `[::1]`, `localhost`)."""
+    if value.startswith("["):
+        name, bracket, port = value[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return False
+    else:
+        name, _, port = value.partition(":")
+        port = ":" + port if port else ""
+    return is_loopback(name) and (not port or port[1:].isdigit())
+
+
+def _misaddressed() -> web.Response:
+    return error_response(
+        403, "forbidden", "the inspector answers only requests addressed to a loopback host"
+    )
+
+
+def _abort(request: web.Request) -> None:
+    # The page stopped reading: its pending write may never finish, so drop the connection.
+    if request.transport is not None:
+        request.transport.abort()
