@@ -52,7 +52,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(client_session_context(settings))
     endpoints.add_routes(app.router, metrics=metrics, inspector=inspector)
-    app.router.add_route("*", "/{tail:.*}", forward, expect_handler=expect_continue)
+    # [\s\S]: the route matches the decoded path, and a %0a in it must still be forwarded.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", forward, expect_handler=expect_continue)
     return app
 
 

@@ -35,4 +35,4 @@ def add_routes(
         router.add_get(PREFIX + "metrics", metrics.serve)
     if inspector is not None:
         inspector.add_routes(router)
-    router.add_route("*", PREFIX + "{tail:.*}", not_found)
+    router.add_route("*", PREFIX + r"{tail:[\s\S]*}", not_found)

@@ -62,12 +62,14 @@ class ConnectionGate:
 
 
 class ProxyRequestHandler(RequestHandler):
-    __slots__ = ("_gate", "_header_timer")
+    __slots__ = ("_between_requests", "_gate", "_header_timer")
 
     def __init__(self, manager: Server, *, gate: ConnectionGate, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._gate = gate
         self._header_timer: asyncio.TimerHandle | None = None
+        # True while no request is being read or handled: new bytes start a request head.
+        self._between_requests = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -82,9 +84,24 @@ class ProxyRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._header_timer is not None and self._messages:
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._messages:
+            self._between_requests = False
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+        elif self._between_requests and self._header_timer is None and data:
+            # A later request on a kept-alive connection has begun: its head is timed too.
+            self._header_timer = asyncio.get_running_loop().call_later(
+                self._gate.header_timeout, self._headers_too_slow
+            )
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._between_requests = not self._messages
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._header_timer is not None:

@@ -10,6 +10,8 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+_NOT_IN_TARGET = re.compile(r"[\s\x00-\x1f\x7f#]")
+
 
 class Kind(enum.StrEnum):
     EXACT = "exact"
@@ -37,6 +39,11 @@ class Rule:
             raise ValueError("name must not be empty")
         if not target.startswith("/") or target.startswith("//"):
             raise ValueError(f"target must be a path starting with one '/', got {target!r}")
+        if _NOT_IN_TARGET.search(target) or (rule_kind is not Kind.REGEX and "?" in target):
+            raise ValueError(
+                f"target must be a plain path (no whitespace, control characters or '#'; "
+                f"'?' only in a regex target), got {target!r}"
+            )
         pattern = None
         if rule_kind is Kind.REGEX:
             try:
@@ -54,7 +61,7 @@ class Rule:
         if self.kind is Kind.PREFIX:
             prefix = self.match.rstrip("/")
             if path == prefix or path.startswith(prefix + "/"):
-                return self.target.rstrip("/") + path[len(prefix) :]
+                return (self.target.rstrip("/") + path[len(prefix) :]) or "/"
             return None
         assert self.pattern is not None
         found = self.pattern.fullmatch(path)
@@ -79,6 +86,11 @@ def rewrite(rules: tuple[Rule, ...], target: str) -> Rewrite:
     for rule in rules:
         new_path = rule.apply(path)
         if new_path is not None:
+            if not path.startswith("//"):
+                # A regex group may begin with '/': never turn a path into '//host/...'.
+                new_path = "/" + new_path.lstrip("/")
+            if "?" in new_path:  # a regex target with its own query: the client's follows
+                return Rewrite(new_path + ("&" + query if query else ""), rule)
             return Rewrite(new_path + mark + query, rule)
     return Rewrite(target, None)
 

@@ -229,7 +229,8 @@ def test_literal_regex_rule_matches_the_whole_path_only(match: str, target: str)
 @PROPERTY
 @given(st.text(VISIBLE, max_size=12), st.sampled_from(list(Kind)))
 def test_build_accepts_only_targets_with_one_leading_slash(target: str, kind: Kind) -> None:
-    if target.startswith("/") and not target.startswith("//"):
+    plain = "#" not in target and (kind is Kind.REGEX or "?" not in target)
+    if target.startswith("/") and not target.startswith("//") and plain:
         assert Rule.build(name="t", kind=kind.value, match="/m", target=target).target == target
     else:
         with pytest.raises(ValueError, match="target"):
