@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
 import socket
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import aiohttp
@@ -18,6 +20,34 @@ from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import StartProxy, parse_response, raw_request, read_head_and_body
 
 SSE_HEADERS = {"Content-Type": "text/event-stream"}
+
+
+@pytest.fixture(autouse=True)
+async def nothing_left_behind() -> AsyncIterator[None]:
+    """Every fault below leaves no socket, file descriptor or task behind, counted from
+    this process once the test and its servers are done (this fixture is set up first,
+    so it is torn down last)."""
+    before = open_fds()
+    yield
+    # Closing transports finishes over the next loop iterations: allow a few seconds.
+    for _ in range(500):
+        gc.collect()
+        leaked, tasks = open_fds() - before, asyncio.all_tasks() - {asyncio.current_task()}
+        if not leaked and not tasks:
+            break
+        await asyncio.sleep(0.01)
+    assert not leaked, f"file descriptors left open: {sorted(leaked)}"
+    assert not tasks, f"tasks left running: {tasks}"
+
+
+def open_fds() -> set[str]:
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+        except FileNotFoundError:  # the listing's own descriptor, already closed
+            continue
+    return fds
 
 
 def request_lines(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
