@@ -328,7 +328,8 @@ async def _run_workloads(bench: Bench, chosen: list[str], *, end: float) -> None
     for index, name in enumerate(chosen):
         # Each workload gets its share of what is left, so a slow one cannot starve the
         # rest; what a fast one leaves goes to those after it.
-        shares = [workloads.BUDGET_SHARES[later] for later in chosen[index:]]
+        budget_shares = dict(bench.params.shares)
+        shares = [budget_shares[later] for later in chosen[index:]]
         now = time.monotonic()
         bench.deadline = now + (end - now) * shares[0] / sum(shares)
         if end - now <= 0:

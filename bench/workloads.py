@@ -48,6 +48,9 @@ class Params:
     w4_ramp_seconds: float
     w4_reps: int
     w5_reps: int
+    # Shares of the time budget, from each mode's own durations; what a workload leaves
+    # unused goes to those after it.
+    shares: tuple[tuple[str, float], ...]
 
 
 FULL = Params(
@@ -70,6 +73,7 @@ FULL = Params(
     w4_ramp_seconds=1.0,
     w4_reps=3,
     w5_reps=5,
+    shares=(("W1", 0.27), ("W2", 0.18), ("W3", 0.17), ("W4", 0.33), ("W5", 0.05)),
 )
 QUICK = Params(
     reps=3,
@@ -91,9 +95,8 @@ QUICK = Params(
     w4_ramp_seconds=0.25,
     w4_reps=3,
     w5_reps=3,
+    shares=(("W1", 0.35), ("W2", 0.14), ("W3", 0.19), ("W4", 0.26), ("W5", 0.06)),
 )
-# Shares of the time budget; sized from the quick run's own durations.
-BUDGET_SHARES = {"W1": 0.34, "W2": 0.14, "W3": 0.2, "W4": 0.25, "W5": 0.07}
 
 
 def small_request_body(size: int = 2048) -> bytes:
