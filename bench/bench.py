@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--budget",
         type=float,
-        help="seconds before remaining cells are skipped (default: 900, quick: 120)",
+        help="seconds before remaining cells are skipped (default: 840, quick: 110)",
     )
     parser.add_argument("--proxy-cpu", type=int, help="CPU for the target (default: the last one)")
     parser.add_argument(
@@ -151,7 +151,7 @@ def plan(args: argparse.Namespace) -> Plan:
     return Plan(
         quick=args.quick,
         params=params,
-        budget=args.budget or (120.0 if args.quick else 900.0),
+        budget=args.budget or (110.0 if args.quick else 840.0),
         proxy_cpu=proxy_cpu,
         load_cpu=load_cpu,
         chosen=chosen,
