@@ -44,7 +44,8 @@ class Results:
 
     def ratio(self, key: str, target: str, reference: str) -> float | None:
         value, base = self.median(key, target), self.median(key, reference)
-        if value is None or base is None or base == 0:
+        # A ratio to a zero or negative figure (an added delay below direct's) means nothing.
+        if value is None or base is None or base <= 0:
             return None
         return value / base
 
