@@ -1,9 +1,10 @@
 """A tap on a server-sent event stream: what the log needs, read without touching the bytes.
 
-It is fed each chunk as the proxy forwards it and never fails or delays: chunk borders
-may fall anywhere, a line may be megabytes long (an image), and only a bounded head and
-tail of each line is kept, enough for the event type, the small closing events, and the
-`usage` object that ends `response.completed`.
+It is fed each chunk after the proxy has forwarded it and never fails: chunk borders may
+fall anywhere, a line may be megabytes long (an image), and only a bounded head and tail
+of each line is kept, enough for the event type, the small closing events, and the
+`usage` object that ends `response.completed`. Cheap per event: the type is read from
+the start of the JSON (`{"type":"…"`); only closing events are parsed whole.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 HEAD_LIMIT = 64 * 1024
 TAIL_LIMIT = 8 * 1024
 
-_TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
+_LEADING_TYPE = re.compile(rb'\{\s*"type"\s*:\s*"([^"\\]{1,200})"')
+_ANY_TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 
@@ -39,22 +41,24 @@ class StreamSummary:
         return self.terminal == "response.completed"
 
 
-@dataclass(slots=True)
-class _Line:
-    """A bounded view of one line: its head, its tail, and whether it was cut."""
+class _Bounded:
+    """A bounded view of a byte string that arrives in pieces: its head, tail and length."""
 
-    head: bytearray = field(default_factory=bytearray)
-    tail: bytearray = field(default_factory=bytearray)
-    length: int = 0
+    __slots__ = ("head", "length", "tail")
 
-    def add(self, piece: bytes | bytearray | memoryview) -> None:
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.length = 0
+
+    def add(self, piece: bytes | memoryview) -> None:
         self.length += len(piece)
         room = HEAD_LIMIT - len(self.head)
         if room > 0:
             self.head += piece[:room]
             piece = piece[room:]
         if piece:
-            self.tail += piece
+            self.tail += piece[-TAIL_LIMIT:]
             if len(self.tail) > TAIL_LIMIT:
                 del self.tail[: len(self.tail) - TAIL_LIMIT]
 
@@ -62,38 +66,40 @@ class _Line:
     def whole(self) -> bytes | None:
         return bytes(self.head) if self.length == len(self.head) else None
 
-    def clear(self) -> None:
-        self.head.clear()
-        self.tail.clear()
-        self.length = 0
-
 
 class SSETap:
     """Incremental SSE parser; `feed` each forwarded chunk, read `summary` at any time."""
 
     def __init__(self, on_event: Callable[[str, StreamSummary], None] | None = None) -> None:
         self.summary = StreamSummary()
-        self._line = _Line()
-        self._event_field: str | None = None
-        self._data: _Line | None = None
+        self._partial: _Bounded | None = None  # a line cut by a chunk border
+        # The current event's data: one line seen whole (the common case), or a bounded view.
+        self._data: memoryview | _Bounded | None = None
+        self._event_field: bytes | None = None
         self._after_cr = False
         self._on_event = on_event
 
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
-        start = 0
-        end = len(chunk)
+        start, end = 0, len(chunk)
         if self._after_cr and end and chunk[0] == 0x0A:  # the LF of a CRLF split across chunks
             start = 1
         self._after_cr = False
+        has_cr = b"\r" in chunk
         while start < end:
-            newline = _find_eol(chunk, start)
+            newline = _find_eol(chunk, start, end) if has_cr else chunk.find(b"\n", start)
             if newline < 0:
-                self._line.add(view[start:])
+                if self._partial is None:
+                    self._partial = _Bounded()
+                self._partial.add(view[start:])
                 return
-            self._line.add(view[start:newline])
-            self._end_line()
-            if chunk[newline] == 0x0D:
+            if self._partial is None:
+                self._line(chunk, view, start, newline)
+            else:
+                self._partial.add(view[start:newline])
+                self._long_line(self._partial)
+                self._partial = None
+            if has_cr and chunk[newline] == 0x0D:
                 if newline + 1 < end and chunk[newline + 1] == 0x0A:
                     newline += 1
                 elif newline + 1 == end:
@@ -102,46 +108,69 @@ class SSETap:
 
     def close(self) -> None:
         """The stream ended; an unterminated last event is not dispatched (per the SSE spec)."""
-        self._line.clear()
+        self._partial = None
         self._data = None
 
-    def _end_line(self) -> None:
-        line = self._line
+    def _line(self, chunk: bytes, view: memoryview, start: int, stop: int) -> None:
+        """A line that arrived whole within one chunk: chunk[start:stop]."""
+        if start == stop:
+            self._dispatch()
+        elif chunk.startswith(b"data:", start, stop):
+            skip = 6 if chunk.startswith(b"data: ", start, stop) else 5
+            self._add_data(view[start + skip : stop])
+        elif chunk.startswith(b"event:", start, stop):
+            self._event_field = chunk[start + 6 : min(stop, start + 206)]
+
+    def _long_line(self, line: _Bounded) -> None:
+        """A line that spanned chunks, seen through its bounded view."""
         if line.length == 0:
             self._dispatch()
             return
-        head = bytes(line.head[:6])
-        if head.startswith(b"data:"):
-            skip = 6 if head.startswith(b"data: ") else 5
-            if self._data is None:
-                self._data = _Line(line.head[skip:], bytearray(line.tail), line.length - skip)
-            else:
-                # Further data lines join with "\n"; the view stays exact while it is whole.
-                data = self._data
-                data.add(b"\n")
-                data.add(line.head[skip:])
-                data.length += line.length - len(line.head)
-                if line.tail:
-                    data.tail = bytearray(line.tail)
-        elif head.startswith(b"event:"):
-            whole = line.whole
-            if whole is not None:
-                self._event_field = whole[6:].strip().decode("utf-8", "replace")
-        line.clear()
+        head = line.head
+        if head[:5] == b"data:":
+            skip = 6 if head[5:6] == b" " else 5
+            data = self._bounded_data()
+            data.add(memoryview(head)[skip:])
+            data.length += line.length - len(head)
+            if line.tail:
+                data.tail = line.tail
+        elif head[:6] == b"event:":
+            self._event_field = bytes(head[6:206])
+
+    def _add_data(self, piece: memoryview) -> None:
+        if self._data is None and len(piece) <= HEAD_LIMIT:
+            self._data = piece
+        else:
+            self._bounded_data().add(piece)
+
+    def _bounded_data(self) -> _Bounded:
+        """The event's data as a bounded view, ready for one more data line."""
+        data = self._data
+        if isinstance(data, _Bounded):
+            data.add(b"\n")  # several data lines join with "\n"
+            return data
+        bounded = self._data = _Bounded()
+        if data is not None:
+            bounded.add(data)
+            bounded.add(b"\n")
+        return bounded
 
     def _dispatch(self) -> None:
-        data, self._data = self._data, None
+        found_data, self._data = self._data, None
         event_field, self._event_field = self._event_field, None
-        if data is None:
+        if found_data is None:
             return
-        payload = _parse(data)
-        kind = payload.get("type") if isinstance(payload.get("type"), str) else None
-        if kind is None:
-            found = _TYPE.search(data.head)
-            kind = found.group(1).decode("utf-8", "replace") if found else event_field
+        data = found_data if isinstance(found_data, _Bounded) else _Whole(found_data)
+        found = _LEADING_TYPE.match(data.head)
+        kind = found.group(1).decode("utf-8", "replace") if found else None
+        payload: dict[str, Any] = {}
+        if kind is None or kind in _TERMINAL:
+            payload = _parse(data)
+            if kind is None:
+                named = event_field.strip().decode("utf-8", "replace") if event_field else None
+                kind = _type_of(payload, data) or named or "message"
         summary = self.summary
         summary.events += 1
-        kind = kind or "message"
         if summary.first_event is None:
             summary.first_event = kind
         summary.last_event = kind
@@ -152,13 +181,28 @@ class SSETap:
             self._on_event(kind, summary)
 
 
-def _find_eol(chunk: bytes, start: int) -> int:
+class _Whole:
+    """One data line seen whole, with the bounded view's interface."""
+
+    __slots__ = ("head", "length", "tail")
+
+    def __init__(self, line: memoryview) -> None:
+        self.head = line
+        self.length = len(line)
+        self.tail = b""
+
+    @property
+    def whole(self) -> bytes:
+        return bytes(self.head)
+
+
+def _find_eol(chunk: bytes, start: int, end: int) -> int:
     lf = chunk.find(b"\n", start)
-    cr = chunk.find(b"\r", start, lf if lf >= 0 else len(chunk))
+    cr = chunk.find(b"\r", start, lf if lf >= 0 else end)
     return cr if cr >= 0 else lf
 
 
-def _parse(data: _Line) -> dict[str, Any]:
+def _parse(data: _Bounded | _Whole) -> dict[str, Any]:
     whole = data.whole
     if whole is None:
         return {}
@@ -169,7 +213,19 @@ def _parse(data: _Line) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _read_terminal(summary: StreamSummary, kind: str, payload: dict[str, Any], data: _Line) -> None:
+def _type_of(payload: dict[str, Any], data: _Bounded | _Whole) -> str | None:
+    kind = payload.get("type")
+    if isinstance(kind, str):
+        return kind
+    if payload:
+        return None
+    found = _ANY_TYPE.search(data.head, 0, 512)
+    return found.group(1).decode("utf-8", "replace") if found else None
+
+
+def _read_terminal(
+    summary: StreamSummary, kind: str, payload: dict[str, Any], data: _Bounded | _Whole
+) -> None:
     response: dict[str, Any] = payload.get("response") or {}
     if not isinstance(response, dict):
         response = {}
