@@ -139,12 +139,12 @@ def loopback_host(value: str) -> bool:
     """Whether a Host header names a loopback address (`127.0.0.1:8780`, `[::1]`, `localhost`)."""
     if value.startswith("["):
         name, bracket, port = value[1:].partition("]")
-        if not bracket or (port and not port.startswith(":")):
+        if not bracket:
             return False
     else:
-        name, _, port = value.partition(":")
-        port = ":" + port if port else ""
-    return is_loopback(name) and (not port or port[1:].isdigit())
+        name, colon, digits = value.partition(":")
+        port = colon + digits
+    return is_loopback(name) and (not port or (port[0] == ":" and port[1:].isdigit()))
 
 
 def _misaddressed() -> web.Response:

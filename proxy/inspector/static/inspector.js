@@ -1,0 +1,471 @@
+// The inspector page: a live list of recent exchanges fed by /_proxy/events.
+// Every value shown is data from the proxy: it goes into the page as text nodes and
+// attribute values only (never as HTML), and the page's policy forbids anything else.
+"use strict";
+
+(() => {
+  const OUTCOMES = {
+    completed: "completed",
+    upstream_cut: "cut",
+    client_disconnected: "disconnected",
+    timeout: "timeout",
+    upstream_unreachable: "unreachable",
+    rejected: "rejected",
+  };
+  const FAILED_ENDS = new Set(["response.failed", "response.incomplete", "error"]);
+  const TIMELINE_SIZE = 200;
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    rows: $("rows"),
+    empty: $("empty"),
+    filter: $("filter"),
+    status: $("status-filter"),
+    outcome: $("outcome-filter"),
+    pause: $("pause"),
+    count: $("count"),
+    connection: $("connection"),
+    detail: $("detail"),
+    title: $("detail-title"),
+    body: $("detail-body"),
+    close: $("close"),
+  };
+  const state = {
+    records: new Map(), // seq -> record, oldest first
+    rows: new Map(), // seq -> <tr>
+    receivedAt: new Map(), // seq -> when its elapsed_ms arrived (performance.now())
+    ringSize: 500,
+    newest: 0,
+    selected: null,
+    paused: false,
+    waiting: new Set(), // seqs changed while paused
+  };
+
+  // A DOM element; children that are strings become text nodes.
+  function el(tag, attributes, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "class") node.className = value;
+      else node.setAttribute(name, String(value));
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined && child !== false) node.append(child);
+    }
+    return node;
+  }
+
+  const pad = (n, width = 2) => String(n).padStart(width, "0");
+  function clock(seconds) {
+    const t = new Date(seconds * 1000);
+    return `${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}.${pad(t.getMilliseconds(), 3)}`;
+  }
+  function duration(ms) {
+    if (ms === null || ms === undefined) return "";
+    if (ms < 1000) return `${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
+    if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+    return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+  }
+  function size(bytes) {
+    if (!bytes) return "0 B";
+    const units = ["B", "kB", "MB", "GB"];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1000 && unit < units.length - 1) {
+      value /= 1000;
+      unit += 1;
+    }
+    return `${unit ? value.toFixed(value < 10 ? 1 : 0) : value} ${units[unit]}`;
+  }
+  const statusClass = (status) => (status ? `${Math.floor(status / 100)}xx` : "none");
+  const outcomeName = (rec) => (rec.live ? "live" : OUTCOMES[rec.outcome] || rec.outcome);
+  const failed = (rec) => !rec.live && (rec.outcome !== "completed" || (rec.status || 0) >= 500);
+  const unfinished = (rec) => rec.completed === false && !rec.live;
+  const warned = (rec) =>
+    !failed(rec) && ((rec.status || 0) >= 400 || Boolean(rec.diagnosis) || unfinished(rec));
+  const endClass = (kind) => (kind === "response.completed" ? "ok" : FAILED_ENDS.has(kind) ? "bad" : null);
+  const elapsed = (rec) =>
+    rec.live ? rec.elapsed_ms + (performance.now() - (state.receivedAt.get(rec.seq) || performance.now())) : rec.duration_ms;
+
+  // ---- the list -------------------------------------------------------------------------
+
+  function cells(rec) {
+    const path = el("td", { class: "c-path" }, el("span", { class: "path" }, rec.path));
+    if (rec.rule) {
+      path.append(
+        el("span", { class: "arrow", "aria-label": "rewritten to" }, " → "),
+        el("span", { class: "upstream" }, rec.upstream_path || ""),
+        el("span", { class: "rule", title: "rewrite rule" }, rec.rule),
+      );
+    }
+    const outcome = el("td", { class: "c-outcome" }, el("span", { class: `badge ${outcomeName(rec)}` }, outcomeName(rec)));
+    if (warned(rec)) outcome.append(el("span", { class: "badge warning", title: rec.diagnosis || "" }, "!"));
+    const events = el("td", { class: "c-events" });
+    if (rec.websocket) {
+      events.append(`↑${rec.frames_in} ↓${rec.frames_out} frames`);
+      if (rec.close_code) events.append(el("span", { class: "last" }, `close ${rec.close_code} by ${rec.closed_by}`));
+    } else if (rec.events !== undefined) {
+      events.append(`${rec.events} events`);
+      const last = rec.stream_end || rec.last_event;
+      if (last) events.append(el("span", { class: `last ${endClass(last) || ""}` }, last));
+    }
+    const type = (rec.content_type || "").split(";")[0];
+    return [
+      el("td", { class: "c-time", title: new Date(rec.started_at * 1000).toISOString() }, clock(rec.started_at)),
+      el("td", { class: "c-method" }, rec.method),
+      path,
+      el("td", { class: "c-status" }, el("span", { class: `status s${statusClass(rec.status)}` }, rec.status ? String(rec.status) : "—")),
+      el("td", { class: "c-type", title: rec.content_type || "" }, type),
+      outcome,
+      events,
+      el("td", { class: "c-duration" }, duration(elapsed(rec))),
+      el("td", { class: "c-bytes" }, `${size(rec.request_bytes)} ↑ ${size(rec.response_bytes)} ↓`),
+    ];
+  }
+
+  function fillRow(row, rec) {
+    row.replaceChildren(...cells(rec));
+    row.classList.toggle("rewritten", Boolean(rec.rule));
+    row.classList.toggle("failed", failed(rec));
+    row.classList.toggle("warned", warned(rec));
+    row.classList.toggle("live", rec.live);
+    row.hidden = !matches(rec);
+  }
+
+  function matches(rec) {
+    const text = ui.filter.value.trim().toLowerCase();
+    if (text) {
+      const haystack = [rec.method, rec.path, rec.upstream_path, rec.rule, rec.status, rec.content_type,
+        rec.request_id, outcomeName(rec), rec.last_event, rec.diagnosis].join(" ").toLowerCase();
+      if (!text.split(/\s+/).every((word) => haystack.includes(word))) return false;
+    }
+    if (ui.status.value && statusClass(rec.status) !== ui.status.value) return false;
+    const outcome = ui.outcome.value;
+    if (outcome === "failures") return failed(rec) || warned(rec);
+    return !outcome || outcomeName(rec) === outcome;
+  }
+
+  function render(seq) {
+    const rec = state.records.get(seq);
+    let row = state.rows.get(seq);
+    if (!rec) {
+      if (row) row.remove();
+      state.rows.delete(seq);
+      if (state.selected === seq) closeDetail();
+      return;
+    }
+    if (!row) {
+      row = el("tr", { tabindex: "0", "data-seq": seq });
+      state.rows.set(seq, row);
+      // Newest first: almost always a new row goes on top.
+      let above = null;
+      for (const other of ui.rows.children) {
+        if (Number(other.dataset.seq) < seq) break;
+        above = other;
+      }
+      ui.rows.insertBefore(row, above ? above.nextSibling : ui.rows.firstChild);
+    }
+    fillRow(row, rec);
+    if (state.selected === seq) renderDetail();
+  }
+
+  function summary() {
+    const shown = [...state.rows.values()].filter((row) => !row.hidden).length;
+    ui.count.textContent = `${state.records.size} exchanges${shown === state.records.size ? "" : `, ${shown} shown`}`;
+    ui.empty.hidden = state.records.size > 0;
+  }
+
+  // ---- data from the proxy -----------------------------------------------------------------
+
+  // A later record of the same exchange: keep the timeline events the page already holds.
+  function merge(old, rec) {
+    if (old) {
+      const held = old.timeline_at + old.timeline.length;
+      const skip = held - rec.timeline_at;
+      if (skip >= 0) {
+        rec.timeline = old.timeline.concat(rec.timeline.slice(skip));
+        rec.timeline_at = old.timeline_at;
+      }
+    }
+    const extra = rec.timeline.length - TIMELINE_SIZE;
+    if (extra > 0) {
+      rec.timeline = rec.timeline.slice(extra);
+      rec.timeline_at += extra;
+    }
+    return rec;
+  }
+
+  function accept(rec) {
+    state.records.set(rec.seq, merge(state.records.get(rec.seq), rec));
+    state.receivedAt.set(rec.seq, performance.now());
+    state.newest = Math.max(state.newest, rec.seq);
+    const changed = [rec.seq];
+    if (state.records.size > state.ringSize) {
+      // The proxy's ring holds the newest ring_size sequence numbers: so does the page.
+      for (const seq of [...state.records.keys()]) {
+        if (seq > state.newest - state.ringSize) continue;
+        state.records.delete(seq);
+        state.receivedAt.delete(seq);
+        changed.push(seq);
+      }
+    }
+    return changed;
+  }
+
+  function show(seqs) {
+    if (state.paused) {
+      for (const seq of seqs) state.waiting.add(seq);
+      ui.pause.textContent = `Resume (${state.waiting.size} waiting)`;
+      return;
+    }
+    for (const seq of seqs) render(seq);
+    summary();
+  }
+
+  function onSnapshot(event) {
+    const snapshot = JSON.parse(event.data);
+    state.ringSize = snapshot.ring_size;
+    const before = [...state.records.keys()];
+    state.records.clear();
+    state.receivedAt.clear();
+    state.newest = 0;
+    const seqs = new Set(before);
+    for (const rec of snapshot.exchanges) for (const seq of accept(rec)) seqs.add(seq);
+    show([...seqs].sort((a, b) => a - b));
+  }
+
+  function onExchange(event) {
+    show(accept(JSON.parse(event.data)));
+  }
+
+  function connect() {
+    const source = new EventSource("/_proxy/events");
+    source.addEventListener("snapshot", onSnapshot);
+    source.addEventListener("exchange", onExchange);
+    source.addEventListener("open", () => {
+      ui.connection.textContent = "live";
+      ui.connection.className = "connection up";
+    });
+    source.addEventListener("error", () => {
+      ui.connection.textContent = source.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…";
+      ui.connection.className = "connection down";
+    });
+  }
+
+  // ---- the detail --------------------------------------------------------------------------
+
+  function section(title, ...content) {
+    return el("section", {}, el("h3", {}, title), ...content);
+  }
+
+  function pairs(entries) {
+    const list = el("dl");
+    for (const [name, value] of entries) {
+      if (value === null || value === undefined || value === "") continue;
+      list.append(el("dt", {}, name), el("dd", {}, typeof value === "object" ? value : String(value)));
+    }
+    return list;
+  }
+
+  function headerTable(headers, label) {
+    if (!headers.length) return el("p", { class: "muted" }, "none");
+    const table = el("table", { class: "headers", "aria-label": label });
+    for (const [name, value] of headers) table.append(el("tr", {}, el("td", {}, name), el("td", {}, value)));
+    return table;
+  }
+
+  function flatten(value, prefix = "") {
+    if (value === null || typeof value !== "object") return [[prefix, value]];
+    return Object.entries(value).flatMap(([key, item]) => flatten(item, prefix ? `${prefix}.${key}` : key));
+  }
+
+  function timingBar(rec) {
+    const total = elapsed(rec) || 0;
+    const marks = [
+      ["connect", "connect", rec.connect_ms],
+      ["headers", "headers", rec.headers_ms],
+      ["first-byte", "first byte", rec.first_byte_ms],
+      ["body", rec.live ? "so far" : "total", total],
+    ];
+    const bar = el("div", { class: "timing", role: "img", "aria-label": "timing" });
+    const legend = el("div", { class: "legend" });
+    let from = 0;
+    for (const [name, label, at] of marks) {
+      if (at === null || at === undefined) continue;
+      const span = el("span", { class: `seg-${name}`, title: `${label}: ${duration(at)}` });
+      span.style.width = total > 0 ? `${(Math.max(at - from, 0) / total) * 100}%` : "0";
+      bar.append(span);
+      legend.append(el("span", {}, el("i", { class: `seg-${name}` }), `${label} ${duration(at)}`));
+      from = Math.max(from, at);
+    }
+    return [bar, legend];
+  }
+
+  function timeline(rec) {
+    const list = el("ol", { class: "timeline", "aria-label": "event stream timeline" });
+    rec.timeline.forEach(([kind, at], index) => {
+      list.append(el("li", { "data-position": rec.timeline_at + index },
+        el("span", { class: "at" }, `+${duration(at)}`),
+        el("span", { class: endClass(kind) }, kind)));
+    });
+    const held = rec.timeline.length;
+    const note = held < rec.timeline_total ? `the last ${held} of ${rec.timeline_total} events` : `${held} events`;
+    return [el("p", { class: "muted" }, note), list];
+  }
+
+  function renderDetail() {
+    const rec = state.records.get(state.selected);
+    if (!rec) return;
+    ui.title.textContent = `${rec.method} ${rec.path}`;
+    const parts = [];
+    const rewrite = rec.rule
+      ? el("p", { class: "rewrite" }, rec.path, el("span", { class: "arrow" }, " → "),
+        el("span", { class: "upstream" }, rec.upstream_path), el("span", { class: "rule" }, rec.rule))
+      : el("p", { class: "muted" }, rec.upstream_path ? "not rewritten: no rule matched" : "not forwarded");
+    parts.push(section("rewrite", rewrite));
+    if (rec.diagnosis) parts.push(el("p", { class: "diagnosis", role: "note" }, rec.diagnosis));
+    const badge = el("span", { class: `badge ${outcomeName(rec)}` }, outcomeName(rec));
+    parts.push(section("exchange", pairs([
+      ["status", rec.status],
+      ["outcome", badge],
+      ["cause", rec.cause],
+      ["limit", rec.limit],
+      ["content type", rec.content_type],
+      ["request id", rec.request_id],
+      ["client", rec.client],
+      ["started", new Date(rec.started_at * 1000).toISOString()],
+      ["request bytes", `${size(rec.request_bytes)}${rec.request_encoding ? ` (${rec.request_encoding})` : ""}`],
+      ["response bytes", `${size(rec.response_bytes)}${rec.response_encoding ? ` (${rec.response_encoding})` : ""}`],
+    ])));
+    parts.push(section("timing", ...timingBar(rec)));
+    if (rec.events !== undefined) {
+      const end = rec.stream_end ? el("span", { class: endClass(rec.stream_end) }, rec.stream_end) : null;
+      parts.push(section("event stream", pairs([
+        ["events", rec.events],
+        ["first", rec.first_event],
+        ["last", rec.last_event],
+        ["end", end || (rec.live ? "streaming…" : "no closing event")],
+        ["error code", rec.error_code],
+        ["error message", rec.error_message],
+      ])));
+      if (rec.usage) parts.push(section("usage", pairs(flatten(rec.usage))));
+      parts.push(section("timeline", ...timeline(rec)));
+    }
+    if (rec.websocket) {
+      parts.push(section("websocket", pairs([
+        ["frames in (client → upstream)", rec.frames_in],
+        ["frames out (upstream → client)", rec.frames_out],
+        ["close code", rec.close_code],
+        ["close reason", rec.close_reason],
+        ["closed by", rec.closed_by],
+      ])));
+    }
+    if (rec.quota) parts.push(section("quota", pairs(Object.entries(rec.quota))));
+    const ids = [["cf-ray", rec.cf_ray], ["x-request-id", rec.upstream_request_id], ["openai-processing-ms", rec.openai_processing_ms]];
+    if (ids.some(([, value]) => value)) parts.push(section("upstream ids", pairs(ids)));
+    parts.push(section("request headers", headerTable(rec.request_headers, "request headers")));
+    parts.push(section("response headers", headerTable(rec.response_headers, "response headers")));
+    if (rec.har) {
+      const link = rec.har.url
+        ? el("a", { href: rec.har.url, download: rec.har.name }, `download ${rec.har.name}`)
+        : el("span", { class: "mono" }, rec.har.path || rec.har.name);
+      parts.push(section("capture (HAR)", el("p", {}, link), el("p", { class: "muted mono" }, rec.har.path || "")));
+    }
+    // A live timeline stays scrolled to its newest event, unless the reader scrolled up.
+    const old = ui.body.querySelector(".timeline");
+    const atEnd = !old || old.scrollTop + old.clientHeight >= old.scrollHeight - 4;
+    const top = old ? old.scrollTop : 0;
+    ui.body.replaceChildren(...parts);
+    const list = ui.body.querySelector(".timeline");
+    if (list) list.scrollTop = atEnd ? list.scrollHeight : top;
+  }
+
+  function openDetail(seq) {
+    const previous = state.rows.get(state.selected);
+    if (previous) previous.removeAttribute("aria-current");
+    state.selected = seq;
+    state.rows.get(seq)?.setAttribute("aria-current", "true");
+    ui.detail.hidden = false;
+    renderDetail();
+    ui.detail.focus();
+  }
+
+  function closeDetail() {
+    const row = state.rows.get(state.selected);
+    state.selected = null;
+    ui.detail.hidden = true;
+    if (row) {
+      row.removeAttribute("aria-current");
+      if (!row.hidden) row.focus();
+    }
+  }
+
+  // ---- controls ----------------------------------------------------------------------------
+
+  function refilter() {
+    for (const [seq, row] of state.rows) row.hidden = !matches(state.records.get(seq));
+    summary();
+  }
+
+  function togglePause() {
+    state.paused = !state.paused;
+    ui.pause.setAttribute("aria-pressed", String(state.paused));
+    ui.pause.textContent = state.paused ? "Resume" : "Pause";
+    if (!state.paused) {
+      const seqs = [...state.waiting].sort((a, b) => a - b);
+      state.waiting.clear();
+      show(seqs);
+    }
+  }
+
+  function move(row, step) {
+    let next = step > 0 ? row.nextElementSibling : row.previousElementSibling;
+    while (next && next.hidden) next = step > 0 ? next.nextElementSibling : next.previousElementSibling;
+    if (next) next.focus();
+  }
+
+  ui.rows.addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-seq]");
+    if (row) openDetail(Number(row.dataset.seq));
+  });
+  ui.rows.addEventListener("keydown", (event) => {
+    const row = event.target.closest("tr[data-seq]");
+    if (!row) return;
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      openDetail(Number(row.dataset.seq));
+    } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      move(row, event.key === "ArrowDown" ? 1 : -1);
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
+    if (event.key === "/" && !typing && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      event.preventDefault();
+      ui.filter.focus();
+      ui.filter.select();
+    } else if (event.key === "Escape" && !ui.detail.hidden) {
+      event.preventDefault();
+      closeDetail();
+    } else if (event.key === "Escape" && typing) {
+      event.target.blur();
+    }
+  });
+  ui.close.addEventListener("click", closeDetail);
+  ui.pause.addEventListener("click", togglePause);
+  ui.filter.addEventListener("input", refilter);
+  ui.status.addEventListener("change", refilter);
+  ui.outcome.addEventListener("change", refilter);
+  setInterval(() => {
+    if (state.paused) return;
+    for (const [seq, rec] of state.records) {
+      if (!rec.live) continue;
+      const cell = state.rows.get(seq)?.querySelector(".c-duration");
+      if (cell) cell.textContent = duration(elapsed(rec));
+    }
+  }, 250);
+
+  summary();
+  connect();
+})();
