@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from proxy import endpoints
 from proxy.canonical import CanonicalLog
-from proxy.capture import Capture
 from proxy.exchange import Observer
 from proxy.forward import expect_continue, forward
 from proxy.guard import guard
-from proxy.inspector import Inspector
 from proxy.lifecycle import LIFECYCLE, Lifecycle
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 from proxy.track import OBSERVERS
 from proxy.upstream import UPSTREAM, Upstream, client_session_context
 from proxy.websocket import SESSIONS, Session, on_shutdown
+
+if TYPE_CHECKING:
+    from proxy.capture import Capture
 
 SETTINGS = web.AppKey("settings", Settings)
 
@@ -33,6 +35,9 @@ def create_app(settings: Settings) -> web.Application:
         CanonicalLog(debug=settings.log.level == "debug", bodies=settings.log.bodies),
     ]
     if settings.capture.dir:
+        # Opt-in features are imported only when on: start-up stays short (sidecars restart).
+        from proxy.capture import Capture  # noqa: PLC0415
+
         capture = Capture(
             settings.capture.dir, total_limit=settings.capture.total_limit, upstream=upstream.origin
         )
@@ -46,6 +51,8 @@ def create_app(settings: Settings) -> web.Application:
         observers.append(metrics)
     inspector = None
     if settings.inspector.enabled:
+        from proxy.inspector import Inspector  # noqa: PLC0415
+
         inspector = Inspector(ring_size=settings.inspector.ring_size)
         observers.append(inspector)
     app[OBSERVERS] = tuple(observers)

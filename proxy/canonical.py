@@ -11,7 +11,6 @@ from typing import Any
 import structlog
 
 from proxy import redact
-from proxy.capture import excerpt
 from proxy.exchange import Exchange, Outcome
 
 # Upstream identifiers worth a field of their own when present.
@@ -127,6 +126,9 @@ class CanonicalLog:
                 headers=redact.headers(exchange.response_headers),
             )
         if self.debug and self.bodies and exchange.bodies is not None:
+            # Imported here: its decoders (zstd, brotli) load only when bodies are logged.
+            from proxy.capture import excerpt  # noqa: PLC0415
+
             secrets = redact.secret_values([*exchange.request_headers, *exchange.response_headers])
             log.debug(
                 "bodies",

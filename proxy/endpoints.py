@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from proxy.errors import error_response
-from proxy.inspector import Inspector
 from proxy.lifecycle import LIFECYCLE
 from proxy.metrics import Metrics
+
+if TYPE_CHECKING:
+    from proxy.inspector import Inspector
 
 PREFIX = "/_proxy/"
 

@@ -8,6 +8,7 @@ this module reads files or the environment for settings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import tomllib
 import typing
@@ -157,6 +158,7 @@ def keys(section: str) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
 
 
+@functools.cache
 def key_type(section: str, key: str) -> Any:
     return typing.get_type_hints(SECTIONS[section])[key]
 
