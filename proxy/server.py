@@ -93,6 +93,7 @@ async def serve(settings: Settings) -> None:
         log.info(
             "listening",
             version=__version__,
+            loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             address=addresses[0] if len(addresses) == 1 else addresses,
             upstream=settings.upstream.url,
             proxy=redact_url(settings.upstream.proxy) or None,

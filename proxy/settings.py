@@ -44,7 +44,7 @@ class Upstream:
     idle_timeout: float = setting(
         300.0, "seconds of upstream silence before giving up; no total limit: streams run long"
     )
-    pool_size: int = setting(100, "most concurrent upstream connections; more wait (logged)")
+    pool_size: int = setting(1024, "most concurrent upstream connections; more wait (logged)")
     keepalive_timeout: float = setting(
         15.0, "seconds an idle pooled connection is kept; after a sleep none is stale"
     )

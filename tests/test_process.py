@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -212,3 +213,29 @@ async def test_inspector_is_refused_on_a_non_loopback_bind() -> None:
     assert "the inspector would be reachable beyond this machine on 0.0.0.0" in err
     assert "inspector.allow_non_loopback" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("blocked", "loop"), [(False, "uvloop"), (True, "asyncio")])
+async def test_runs_on_uvloop_and_falls_back_to_asyncio_without_it(
+    fake: FakeUpstream, tmp_path: Path, blocked: bool, loop: str
+) -> None:
+    env = {}
+    if blocked:
+        # An importable 'uvloop' that fails to import, as on a platform without it.
+        (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+        env["PYTHONPATH"] = str(tmp_path)
+    proxy = await start_proxy_process("--upstream", fake.url, env=env)
+    try:
+        listening = proxy.lines[-1]
+        response = parse_response(
+            await raw_request(
+                proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+        )
+        proxy.process.send_signal(signal.SIGTERM)
+        await proxy.rest()
+    finally:
+        proxy.stop()
+    assert listening["loop"] == loop
+    assert response.status == 200
+    assert proxy.process.returncode == 0
