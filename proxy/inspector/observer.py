@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.capture import Capture
 from proxy.exchange import Exchange
 from proxy.inspector import record as records
 from proxy.inspector.feed import QUEUE_SIZE, Feed
@@ -83,10 +82,11 @@ class Inspector:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
-        capture = next((o for o in exchange.observers if isinstance(o, Capture)), None)
-        if capture is not None and exchange.bodies is not None:
-            entry.har = records.har_name(exchange)
-            entry.har_path = capture.directory / entry.har
+        if exchange.bodies is not None:
+            directory = _capture_directory(exchange)
+            if directory is not None:
+                entry.har = records.har_name(exchange)
+                entry.har_path = directory / entry.har
         entry.final = _json(self._record(entry, exchange, since=0, live=False))
         entry.exchange = None
         if self.feed:
@@ -152,6 +152,15 @@ class Inspector:
             entry.timer.cancel()
         if entry.exchange is not None:
             self._running.pop(id(entry.exchange), None)
+
+
+def _capture_directory(exchange: Exchange) -> Path | None:
+    """Where proxy.capture writes this exchange's HAR file, when capture is on."""
+    # Imported here, like the app does: capture's decoders load only when bodies are kept.
+    from proxy.capture import Capture  # noqa: PLC0415
+
+    capture = next((o for o in exchange.observers if isinstance(o, Capture)), None)
+    return capture.directory if capture is not None else None
 
 
 def _json(data: dict[str, Any]) -> str:

@@ -92,20 +92,19 @@
   function cells(rec) {
     const path = el("td", { class: "c-path" }, el("span", { class: "path" }, rec.path));
     if (rec.rule) {
-      path.append(
+      path.append(el("span", { class: "rewritten-to" },
         el("span", { class: "arrow", "aria-label": "rewritten to" }, " → "),
         el("span", { class: "upstream" }, rec.upstream_path || ""),
-        el("span", { class: "rule", title: "rewrite rule" }, rec.rule),
-      );
+        el("span", { class: "rule", title: "rewrite rule" }, rec.rule)));
     }
     const outcome = el("td", { class: "c-outcome" }, el("span", { class: `badge ${outcomeName(rec)}` }, outcomeName(rec)));
     if (warned(rec)) outcome.append(el("span", { class: "badge warning", title: rec.diagnosis || "" }, "!"));
     const events = el("td", { class: "c-events" });
     if (rec.websocket) {
-      events.append(`↑${rec.frames_in} ↓${rec.frames_out} frames`);
+      events.append(el("span", { class: "count" }, `↑${rec.frames_in} ↓${rec.frames_out} frames`));
       if (rec.close_code) events.append(el("span", { class: "last" }, `close ${rec.close_code} by ${rec.closed_by}`));
     } else if (rec.events !== undefined) {
-      events.append(`${rec.events} events`);
+      events.append(el("span", { class: "count" }, `${rec.events} ${rec.events === 1 ? "event" : "events"}`));
       const last = rec.stream_end || rec.last_event;
       if (last) events.append(el("span", { class: `last ${endClass(last) || ""}` }, last));
     }
