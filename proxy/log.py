@@ -12,19 +12,11 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from proxy.redact import redact_text
 
 
-def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Second line of defence: mask anything shaped like a credential in any string."""
-    return {key: _redact(value) for key, value in event_dict.items()}
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {key: _redact(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact(item) for item in value]
-    return value
+def redact_rendered(_: WrappedLogger, __: str, line: Any) -> str:
+    """Second line of defence, after rendering: mask anything shaped like a credential
+    anywhere in the finished line (keys, nested values, tracebacks included), in one pass."""
+    assert isinstance(line, str), "runs after a renderer"
+    return redact_text(line)
 
 
 class ExchangeLine:
@@ -95,12 +87,17 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     exchange_lines: list[Processor] = [ExchangeLine(colors=colors)] if console else []
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, *exchange_lines, renderer],
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            *exchange_lines,
+            renderer,
+            redact_rendered,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         # Left off: cached loggers escape structlog.testing.capture_logs.
@@ -110,7 +107,11 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+                redact_rendered,
+            ],
         )
     )
     root = logging.getLogger()

@@ -141,6 +141,11 @@ def redact_text(text: str) -> str:
     """Mask bearer credentials, JWTs and API keys anywhere in a string."""
     if not text:
         return text
+    # Every string logged passes here: a plain substring check first (~0.4 us) spares
+    # the case-insensitive pattern (~3 us) for strings that cannot hold a secret.
+    lowered = text.lower()
+    if not ("bearer" in lowered or "basic" in lowered or "eyj" in lowered or "sk-" in lowered):
+        return text
     return _SECRET_SHAPES.sub(_mask, text)
 
 
