@@ -28,7 +28,7 @@ from proxy.inspector import Inspector
 from proxy.inspector.feed import Feed
 from proxy.inspector.record import Timeline, har_name, servable
 from proxy.inspector.ring import Ring
-from proxy.inspector.routes import loopback_host
+from proxy.inspector.routes import loopback_host, trusted_host
 from proxy.sse import StreamSummary
 from proxy.track import OBSERVERS
 from tests.fake_upstream import FakeUpstream, sse_event
@@ -209,6 +209,22 @@ def test_timeline_keeps_the_last_events_with_absolute_positions() -> None:
 )
 def test_loopback_host(host: str, loopback: bool) -> None:
     assert loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("local", "host", "trusted"),
+    [
+        ("127.0.0.1", "127.0.0.1:8780", True),
+        ("127.0.0.1", "rebound.example:8780", False),
+        ("::1", "[::1]:8780", True),
+        (None, "rebound.example", False),
+        (None, "localhost", True),
+        # A bind beyond loopback is explicit (inspector.allow_non_loopback): any name goes.
+        ("192.0.2.10", "inspector.internal:8780", True),
+    ],
+)
+def test_trusted_host(local: str | None, host: str, trusted: bool) -> None:
+    assert trusted_host(local, host) is trusted
 
 
 @pytest.mark.parametrize(
@@ -548,15 +564,63 @@ async def test_a_page_that_stops_reading_is_dropped_and_never_slows_forwarding(
         assert len(snapshot["exchanges"]) == exchanges
 
 
-async def test_shutdown_ends_open_pages(
+async def test_shutdown_ends_open_pages_after_what_is_queued(
     inspected: TestServer, client: aiohttp.ClientSession
 ) -> None:
     inspector = inspector_of(inspected)
-    async with open_events(client, inspected) as (events, _):
+    sent = [("exchange", {"seq": n}) for n in range(2)]
+    async with (
+        open_events(client, inspected) as (idle, _),
+        open_events(client, inspected) as (behind, _),
+    ):
+        for n in range(2):
+            inspector.feed.publish(f'event: exchange\ndata: {{"seq":{n}}}\n\n')
+        assert [await idle.next(), await idle.next()] == sent
+        # Shutdown ends both streams: a page that had not read yet still gets what was
+        # sent before the end.
         await inspector.on_shutdown(inspected.app)
-        with pytest.raises(EOFError):
-            await events.next()
+        assert [await behind.next(), await behind.next()] == sent
+        for events in (idle, behind):
+            with pytest.raises(EOFError):
+                await events.next()
     assert len(inspector.feed) == 0
+
+
+async def test_a_page_opened_mid_stream_starts_from_the_stream_so_far(
+    inspected: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    stream = GatedStream(fake).install()
+    async with (
+        open_events(client, inspected) as (first_page, _),
+        await client.post(inspected.make_url(LEGACY), headers=CLIENT_HEADERS) as sent,
+    ):
+        for kind in ("response.created", "response.in_progress"):
+            stream.push(kind)
+        await first_page.until(lambda r: r.get("events") == 2)
+        async with open_events(client, inspected) as (late_page, snapshot):
+            [running] = snapshot["exchanges"]
+            assert (running["live"], running["events"], running["timeline_at"]) == (True, 2, 0)
+            assert [kind for kind, _ in running["timeline"]] == [
+                "response.created",
+                "response.in_progress",
+            ]
+            stream.complete()
+            final = await late_page.until(lambda r: not r["live"])
+        await sent.read()
+    assert final["timeline_total"] == 3
+    assert final["elapsed_ms"] >= running["elapsed_ms"]
+
+
+async def test_bodies_kept_for_the_log_alone_have_no_capture_link(
+    start_proxy: StartProxy, client: aiohttp.ClientSession
+) -> None:
+    proxy = await start_proxy(inspector={"enabled": True}, log={"bodies": True})
+    async with client.get(proxy.make_url("/backend-api/models")) as response:
+        await response.read()
+    await recorder(proxy).wait_ended()
+    async with open_events(client, proxy) as (_, snapshot):
+        [record] = snapshot["exchanges"]
+    assert record["har"] is None
 
 
 async def test_capture_files_are_linked_and_served_only_from_the_ring(
@@ -593,9 +657,11 @@ async def test_capture_files_are_linked_and_served_only_from_the_ring(
             f"GET /_proxy/captures/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),
         )
         assert parse_response(raw).status == 404, name
-    # A capture replaced by a symbolic link is not followed.
+    # A capture rotated away is gone; one replaced by a symbolic link is not followed.
     target = captures / served["name"]
     target.unlink()
+    async with client.get(proxy.make_url(served["url"])) as response:
+        assert response.status == 404
     os.symlink(elsewhere, target)
     async with client.get(proxy.make_url(served["url"])) as response:
         assert response.status == 404

@@ -97,10 +97,11 @@ class Inspector:
         """Every exchange in the ring, whole, oldest first: what a page starts from."""
         parts = []
         for entry in self.ring:
-            if entry.final is not None:
-                parts.append(entry.final)
-            elif entry.exchange is not None:
+            if entry.final is None:
+                assert entry.exchange is not None  # an entry runs until its final record
                 parts.append(_json(self._record(entry, entry.exchange, since=0, live=True)))
+            else:
+                parts.append(entry.final)
         return f'{{"ring_size":{self.ring.size},"exchanges":[{",".join(parts)}]}}'
 
     def capture_file(self, name: str) -> Path | None:
@@ -127,10 +128,10 @@ class Inspector:
 
     def _publish(self, entry: Entry) -> None:
         entry.timer = None
-        if entry.exchange is None or not self.feed:
-            return
+        exchange = entry.exchange
+        assert exchange is not None  # its end and its eviction cancel the timer
         entry.published_at = asyncio.get_running_loop().time()
-        data = self._record(entry, entry.exchange, since=entry.published, live=True)
+        data = self._record(entry, exchange, since=entry.published, live=True)
         entry.published = entry.timeline.total
         self.feed.publish(f"event: exchange\ndata: {_json(data)}\n\n")
 

@@ -78,14 +78,14 @@ class Pages:
         response = web.StreamResponse(
             headers={**_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"}
         )
+        # A page that leaves cancels this handler (or fails a write, which aiohttp takes as
+        # the client leaving): either way it is unsubscribed.
         try:
             await response.prepare(request)
             # A page that was dropped (or lost the proxy) reconnects after a second.
             await response.write(f"retry: 1000\n\nevent: snapshot\ndata: {snapshot}\n\n".encode())
             while await _send_pending(response, subscriber):
                 pass
-        except ConnectionError:
-            pass
         finally:
             self.feed.unsubscribe(subscriber)
         return response
@@ -127,12 +127,21 @@ async def _send_pending(response: web.StreamResponse, subscriber: Subscriber) ->
 
 
 def addressed_to_us(request: web.Request) -> bool:
-    """On a loopback listener, the Host must name a loopback address too."""
     transport = request.transport
     sockname = transport.get_extra_info("sockname") if transport is not None else None
-    if not sockname or not is_loopback(str(sockname[0])):
-        return True  # a non-loopback bind is allowed explicitly (inspector.allow_non_loopback)
-    return loopback_host(request.headers.get("Host", ""))
+    local = str(sockname[0]) if sockname else None
+    return trusted_host(local, request.headers.get("Host", ""))
+
+
+def trusted_host(local: str | None, host: str) -> bool:
+    """On a loopback listener, the Host must name a loopback address too.
+
+    A listener beyond loopback exists only by explicit choice
+    (inspector.allow_non_loopback): any Host is taken there.
+    """
+    if local is not None and not is_loopback(local):
+        return True
+    return loopback_host(host)
 
 
 def loopback_host(value: str) -> bool:
