@@ -22,7 +22,15 @@ from proxy.headers import HeaderNotUTF8Error, Pairs, decode, end_to_end, with_ho
 from proxy.relay import relay
 from proxy.rules import rewrite
 from proxy.track import begin, finish
-from proxy.upstream import SESSION, UPSTREAM, Upstream, framing, send_exactly, upstream_failed
+from proxy.upstream import (
+    CURRENT,
+    SESSION,
+    UPSTREAM,
+    Upstream,
+    framing,
+    send_exactly,
+    upstream_failed,
+)
 from proxy.websocket import is_upgrade, relay_websocket
 
 
@@ -42,6 +50,7 @@ async def expect_continue(request: web.Request) -> None:
 
 async def forward(request: web.Request) -> web.StreamResponse:
     exchange = begin(request)
+    CURRENT.set(exchange)
     with structlog.contextvars.bound_contextvars(request_id=exchange.request_id):
         try:
             response = await _forward(request, exchange)
@@ -119,6 +128,8 @@ async def _send(
 ) -> web.StreamResponse:
     """The request upstream with its body streamed; the response relayed back."""
     upload = _Upload(request, exchange, upstream.max_body_size)
+    # A pooled connection costs no connect; TimedConnector overwrites this for a new one.
+    exchange.connect_ms = 0.0
     try:
         upstream_response = await request.app[SESSION].request(
             request.method,
@@ -129,7 +140,6 @@ async def _send(
             headers=framing(pairs),
             allow_redirects=False,
             middlewares=(send_exactly(pairs),),
-            trace_request_ctx=exchange,
             proxy=upstream.proxy,
         )
     except (TimeoutError, aiohttp.ClientError) as exc:

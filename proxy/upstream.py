@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import aiohttp
 import structlog
 from aiohttp import web
 from aiohttp.client_middlewares import ClientHandlerType
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ConnectionKey
+from aiohttp.tracing import Trace
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -88,42 +91,34 @@ def framing(pairs: Pairs) -> Pairs:
     return [(name, value) for name, value in pairs if name.lower() == "content-length"][:1]
 
 
-def connect_timing() -> aiohttp.TraceConfig:
-    """Records on each exchange (its trace_request_ctx) how long the upstream connect took.
+# The exchange this task is forwarding, for the connector to time its connect.
+CURRENT: contextvars.ContextVar[Exchange | None] = contextvars.ContextVar("exchange", default=None)
 
-    ws_connect passes no trace context: a WebSocket session's connect is not timed.
-    """
-    trace = aiohttp.TraceConfig()
 
-    async def created(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-        exchange: Exchange | None = context.trace_request_ctx
-        if exchange is not None:
-            exchange.connect_ms = round((time.perf_counter() - context.connect_started) * 1000, 3)
+class TimedConnector(aiohttp.TCPConnector):
+    """A connector that records how long a new upstream connection took, and says when a
+    request waits for a free one. (A TraceConfig would do it too, but tracing makes
+    aiohttp await a signal for every request event and every body chunk.)"""
 
-    async def creating(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-        context.connect_started = time.perf_counter()
+    async def _create_connection(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature, overridden
+    ) -> ResponseHandler:
+        started = time.perf_counter()
+        protocol = await super()._create_connection(req, traces, timeout)
+        if (exchange := CURRENT.get()) is not None:
+            exchange.connect_ms = round((time.perf_counter() - started) * 1000, 3)
+        return protocol
 
-    async def reused(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-        exchange: Exchange | None = context.trace_request_ctx
-        if exchange is not None:
-            exchange.connect_ms = 0.0
-
-    async def queued(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-        context.queued = time.perf_counter()
-        structlog.get_logger("proxy.upstream").warning(
-            "waiting for a free upstream connection: upstream.pool_size is reached"
-        )
-
-    async def dequeued(_: aiohttp.ClientSession, context: SimpleNamespace, __: object) -> None:
-        waited = round((time.perf_counter() - context.queued) * 1000, 3)
-        structlog.get_logger("proxy.upstream").info("got an upstream connection", waited_ms=waited)
-
-    trace.on_connection_create_start.append(creating)
-    trace.on_connection_create_end.append(created)
-    trace.on_connection_reuseconn.append(reused)
-    trace.on_connection_queued_start.append(queued)
-    trace.on_connection_queued_end.append(dequeued)
-    return trace
+    async def _wait_for_available_connection(self, key: ConnectionKey, traces: list[Trace]) -> None:
+        log = structlog.get_logger("proxy.upstream")
+        log.warning("waiting for a free upstream connection: upstream.pool_size is reached")
+        started = time.perf_counter()
+        await super()._wait_for_available_connection(key, traces)
+        waited = round((time.perf_counter() - started) * 1000, 3)
+        log.info("got an upstream connection", waited_ms=waited)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | bool:
@@ -143,7 +138,7 @@ def client_session_context(
     settings: Settings,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def client_session(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(
+        connector = TimedConnector(
             limit=settings.upstream.pool_size,
             limit_per_host=settings.upstream.pool_size,
             ssl=tls_context(settings),
@@ -170,7 +165,6 @@ def client_session_context(
             # Big cookies and quota headers come back from chatgpt.com.
             max_line_size=settings.limits.max_header_size,
             max_field_size=settings.limits.max_header_size,
-            trace_configs=[connect_timing()],
             # Puts a WebSocket upgrade's headers on the wire as the client sent them.
             middlewares=(handshake_middleware,),
         ) as session:
