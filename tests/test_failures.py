@@ -7,7 +7,9 @@ import gc
 import json
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -356,3 +358,31 @@ async def test_oversized_body_announced_with_expect_gets_413_instead_of_100(
     assert response.status == 413
     assert json.loads(response.body)["error"]["code"] == "request_too_large"
     assert fake.received == []
+
+
+async def test_dns_failure_is_502_json_with_the_cause_logged() -> None:
+    """Resolution fails for real, inside a network namespace with only loopback (so no
+    query can leave this machine); needs root, as CI has."""
+    root = Path(__file__).parent.parent
+    process = await asyncio.create_subprocess_exec(
+        "unshare",
+        "-n",
+        "sh",
+        "-c",
+        f"ip link set lo up && exec {sys.executable} -m tests.dns_failure_driver",
+        cwd=root,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-2000:]
+    result = json.loads(out)
+    assert result["status"] == 502
+    error = json.loads(result["body"])["error"]
+    assert error["code"] == "upstream_unreachable"
+    assert "cannot resolve the upstream host of https://upstream.invalid" in error["message"]
+    assert (result["line"]["outcome"], result["line"]["cause"]) == (
+        "upstream_unreachable",
+        "upstream_unreachable",
+    )
