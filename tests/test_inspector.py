@@ -26,7 +26,7 @@ from proxy import redact
 from proxy.exchange import Exchange
 from proxy.inspector import Inspector
 from proxy.inspector.feed import Feed
-from proxy.inspector.record import Timeline, har_name, servable
+from proxy.inspector.record import Timeline, har_name, record, scrub, servable
 from proxy.inspector.ring import Ring
 from proxy.inspector.routes import loopback_host, trusted_host
 from proxy.sse import StreamSummary
@@ -244,6 +244,36 @@ def test_servable_capture_names(name: str, served: bool) -> None:
     assert servable(name) is served
 
 
+def test_scrub_masks_credential_shapes_anywhere_and_keeps_markers() -> None:
+    marker = redact.header_value("Authorization", f"Bearer {TOKEN}")
+    value = {"a": [TOKEN, 1, None, ("x", f"Bearer {TOKEN}")], TOKEN: marker, "n": 2.5}
+    scrubbed = scrub(value)
+    assert TOKEN not in json.dumps(scrubbed)
+    assert scrubbed["a"][1:3] == [1, None]
+    assert scrubbed["a"][3][1] == marker
+    assert scrubbed[redact.marker(TOKEN)] == marker
+    assert scrubbed["n"] == 2.5
+
+
+def test_a_request_id_shaped_like_a_secret_is_masked_and_its_capture_not_linked() -> None:
+    key = "sk-" + "k" * 20
+    exchange = Exchange(request_id=key, method="GET", target="/x", started_at=0.0)
+    name = har_name(exchange)
+    shown = record(
+        exchange,
+        seq=1,
+        timeline=Timeline(),
+        since=0,
+        live=False,
+        har=name,
+        har_path=f"/captures/{name}",
+    )
+    assert servable(name)
+    assert key not in json.dumps(shown)
+    assert shown["request_id"] == redact.marker(key)
+    assert shown["har"]["url"] is None
+
+
 async def test_a_page_whose_queue_is_full_is_dropped_and_publishing_never_waits() -> None:
     dropped: list[str] = []
     feed = Feed(queue_size=2)
@@ -309,7 +339,8 @@ async def test_changes_are_throttled_and_the_final_state_is_always_published() -
     assert entry.timer.when() == pytest.approx(entry.published_at + 0.1)
     exchange.end()
     assert entry.timer is None
-    final = page.queue.get_nowait()
+    async with asyncio.timeout(5):
+        final = await page.queue.get()
     assert final is not None
     record = json.loads(final.partition("data: ")[2])
     assert (record["live"], record["events"], record["timeline"][-1][0]) == (False, 1100, "e1100")
@@ -328,20 +359,25 @@ async def test_without_a_page_nothing_is_scheduled_and_the_ring_still_fills() ->
         assert entry is not None
         assert entry.timer is None
         exchange.end()
+    await asyncio.sleep(0)  # one loop turn: final records are built in a callback of their own
     snapshot = json.loads(inspector.snapshot())
     assert snapshot["ring_size"] == 2
-    assert [(r["seq"], r["path"], r["request_id"]) for r in snapshot["exchanges"]] == [
-        (2, "/p1", "same"),
-        (3, "/p2", "same"),
+    assert [(r["seq"], r["path"], r["request_id"], r["live"]) for r in snapshot["exchanges"]] == [
+        (2, "/p1", "same", False),
+        (3, "/p2", "same", False),
     ]
 
 
-async def test_an_exchange_evicted_while_running_is_forgotten() -> None:
+async def test_an_exchange_evicted_while_running_or_ending_is_forgotten() -> None:
     inspector = Inspector(ring_size=1)
     page = inspector.feed.subscribe(on_drop=lambda: None)
     running = Exchange(request_id="a", method="GET", target="/long", observers=(inspector,))
     running.start()
-    Exchange(request_id="b", method="GET", target="/next", observers=(inspector,)).start()
+    ending = Exchange(request_id="b", method="GET", target="/short", observers=(inspector,))
+    ending.start()
+    ending.end()
+    # Evicts both: one still running, one whose final record is not built yet.
+    Exchange(request_id="c", method="GET", target="/next", observers=(inspector,)).start()
     running.change()
     running.end()
     async with asyncio.timeout(5):

@@ -25,6 +25,8 @@ from proxy.inspector.routes import Pages
 
 # At most this many updates a second per exchange reach a page.
 INTERVAL = 0.1
+# An event type is the upstream's text (an `event:` line may be long): keep its start.
+KIND_LIMIT = 200
 
 
 @dataclass(slots=True, eq=False)
@@ -71,7 +73,9 @@ class Inspector:
             return
         sse = exchange.sse
         if sse is not None and sse.events > entry.timeline.total and sse.last_event:
-            entry.timeline.add(sse.last_event, exchange.elapsed_ms(), count=sse.events)
+            kind = sse.last_event[:KIND_LIMIT]
+            # A tenth of a millisecond is enough, and shorter to send.
+            entry.timeline.add(kind, round(exchange.elapsed_ms(), 1), count=sse.events)
         if self.feed:
             self._schedule(entry)
 
@@ -82,13 +86,21 @@ class Inspector:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
+        # Built a moment later, off the request's own path: the exchange changes no more.
+        asyncio.get_running_loop().call_soon(self._finish, entry, exchange)
+
+    def _finish(self, entry: Entry, exchange: Exchange) -> None:
+        if self.ring.get(entry.seq) is not entry:
+            return  # evicted meanwhile
         if exchange.bodies is not None:
             directory = _capture_directory(exchange)
             if directory is not None:
                 entry.har = records.har_name(exchange)
                 entry.har_path = directory / entry.har
         entry.final = _json(self._record(entry, exchange, since=0, live=False))
+        # The final record holds all of it now: nothing of the exchange is kept twice.
         entry.exchange = None
+        entry.timeline.events.clear()
         if self.feed:
             # The whole timeline: a page skips the positions it already holds.
             self.feed.publish(f"event: exchange\ndata: {entry.final}\n\n")

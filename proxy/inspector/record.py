@@ -1,8 +1,9 @@
 """What the inspector shows of one exchange: the log line's fields plus redacted headers.
 
 Built only from `proxy.canonical.fields` and `proxy.redact.headers`, so the page sees
-exactly what the log would; every string is run through the shape check once more on
-the way out (a request id or an event type is client- or upstream-chosen text).
+exactly what the log would; the fields' strings and the event types are run through the
+shape check once more on the way out (a request id, a close reason or an event type is
+client- or upstream-chosen text the log line shows as it came).
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def record(
     har_path: str | None,
 ) -> dict[str, Any]:
     """One exchange as the page receives it; `since` limits the timeline to newer events."""
-    data = fields(exchange)
+    data: dict[str, Any] = scrub(fields(exchange))
     start, events = timeline.since(since)
+    # A stream repeats a few event types: each is checked once.
+    kinds = {kind: redact.redact_text(kind) for kind in {kind for kind, _ in events}}
     data.update(
         seq=seq,
         live=live,
@@ -76,19 +79,22 @@ def record(
         elapsed_ms=exchange.elapsed_ms() if live else exchange.duration_ms,
         request_headers=redact.headers(exchange.request_headers),
         response_headers=redact.headers(exchange.response_headers),
-        timeline=events,
+        timeline=[[kinds[kind], at] for kind, at in events],
         timeline_at=start,
         timeline_total=timeline.total,
-        har=None
-        if har is None
-        else {
-            "name": har,
-            "path": har_path,
-            "url": f"/_proxy/captures/{har}" if servable(har) else None,
-        },
+        har=None if har is None else _capture(har, har_path),
     )
-    scrubbed: dict[str, Any] = scrub(data)
-    return scrubbed
+    return data
+
+
+def _capture(name: str, path: str | None) -> dict[str, Any]:
+    """The HAR file's name and path, and its URL when the name is safe to serve as it is."""
+    shown = redact.redact_text(name)
+    return {
+        "name": shown,
+        "path": redact.redact_text(path) if path else None,
+        "url": f"/_proxy/captures/{name}" if servable(name) and shown == name else None,
+    }
 
 
 def scrub(value: Any) -> Any:
