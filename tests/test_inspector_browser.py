@@ -32,6 +32,7 @@ from tests.test_inspector import (
     TOKEN,
     USAGE,
     GatedStream,
+    inspector_of,
 )
 
 try:
@@ -322,6 +323,29 @@ async def test_filters_pause_and_keyboard(
     await page.keyboard.press("Escape")
     await expect(page.locator("#detail")).to_be_hidden()
     await expect(rows.nth(1)).to_be_focused()
+    view.check_clean()
+
+
+async def test_a_page_whose_stream_ended_reconnects_and_starts_afresh(
+    start_proxy: StartProxy, client: aiohttp.ClientSession, browser: Browser
+) -> None:
+    inspected = await start_proxy(inspector={"enabled": True})
+    view = await open_inspector(browser, inspected)
+    rows = view.page.locator("#rows tr")
+    for n in range(2):
+        async with client.get(inspected.make_url(f"/backend-api/models?n={n}")) as response:
+            await response.read()
+    await expect(rows).to_have_count(2)
+    # The proxy ends the page's stream (as when it drops a page that fell behind); what
+    # happens before the page is back arrives in the snapshot it starts from.
+    await inspector_of(inspected).on_shutdown(inspected.app)
+    async with client.get(inspected.make_url("/backend-api/models?n=2")) as response:
+        await response.read()
+    await recorder(inspected).wait_ended(3)
+    await expect(rows).to_have_count(3)
+    await expect(rows.first.locator(".c-path")).to_have_text("/backend-api/models?n=2")
+    await expect(view.page.locator("#connection")).to_have_text("live")
+    assert sum('"exchanges":[' in payload for payload in view.payloads) == 2
     view.check_clean()
 
 
