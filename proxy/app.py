@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
 
         inspector = Inspector(ring_size=settings.inspector.ring_size)
         observers.append(inspector)
+        app.on_shutdown.append(inspector.on_shutdown)
     app[OBSERVERS] = tuple(observers)
     app.on_shutdown.append(on_shutdown)
     app.cleanup_ctx.append(client_session_context(settings))

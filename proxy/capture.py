@@ -173,6 +173,17 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
     }
 
 
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def file_name(exchange: Exchange) -> str:
+    """One path component: the start time, then the request id with anything but
+    [A-Za-z0-9._-] replaced (a client chooses the id; '/' must not make it a path)."""
+    stamp = datetime.datetime.fromtimestamp(exchange.started_at, datetime.UTC)
+    safe_id = _UNSAFE_IN_NAME.sub("_", exchange.request_id[:32]).lstrip(".") or "request"
+    return f"{stamp:%Y%m%dT%H%M%S.%f}-{safe_id}.har"
+
+
 class Capture:
     """The observer that writes one HAR file per exchange that recorded bodies."""
 
@@ -195,8 +206,7 @@ class Capture:
         if exchange.bodies is None:
             return
         document = har(exchange, exchange.bodies, upstream=self.upstream)
-        stamp = datetime.datetime.fromtimestamp(exchange.started_at, datetime.UTC)
-        name = f"{stamp:%Y%m%dT%H%M%S.%f}-{exchange.request_id[:32]}.har"
+        name = file_name(exchange)
         future = asyncio.get_running_loop().run_in_executor(None, self._write, name, document)
         self._pending.add(future)
         future.add_done_callback(self._written)

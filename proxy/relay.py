@@ -100,7 +100,9 @@ async def _copy_body(
         await response.write(chunk)
         # The tap reads after the write: it never delays the bytes it looks at.
         if tap is not None:
-            tap.feed(chunk)
+            tap.feed(chunk)  # tells observers on each event
+        else:
+            exchange.change()  # a plain body: its byte count moves
         if bodies is not None:
             bodies.response.add(chunk)
     if tap is not None:

@@ -664,19 +664,20 @@ async def test_capture_files_are_linked_and_served_only_from_the_ring(
 ) -> None:
     captures = tmp_path / "captures"
     proxy = await start_proxy(inspector={"enabled": True}, capture={"dir": str(captures)})
-    for request_id in ("client-chosen-7", "not servable!"):
+    for request_id in ("client-chosen-7", "../not/a path!"):
         headers = {**CLIENT_HEADERS, "X-Request-Id": request_id}
         async with client.get(proxy.make_url("/backend-api/models"), headers=headers) as response:
             await response.read()
     await recorder(proxy).wait_ended(2)
     await capture_of(proxy).drain()
     async with open_events(client, proxy) as (_, snapshot):
-        served, unserved = (r["har"] for r in snapshot["exchanges"])
+        served, sanitised = (r["har"] for r in snapshot["exchanges"])
     assert served["name"].endswith("-client-chosen-7.har")
     assert served["url"] == f"/_proxy/captures/{served['name']}"
     assert served["path"] == str(captures / served["name"])
-    assert unserved["url"] is None
-    assert unserved["name"].endswith("-not servable!.har")
+    # A client-chosen id never makes the file name a path: unsafe characters become "_".
+    assert sanitised["name"].endswith("-_not_a_path_.har")
+    assert (captures / sanitised["name"]).is_file()
     async with client.get(proxy.make_url(served["url"])) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "application/json"
@@ -687,7 +688,7 @@ async def test_capture_files_are_linked_and_served_only_from_the_ring(
     # Well-formed names outside the ring, other files, traversal: all the same 404.
     elsewhere = captures / "20200101T000000.000000-elsewhere.har"
     elsewhere.write_text("{}")
-    for name in (elsewhere.name, "..%2F..%2Fetc%2Fpasswd", "%2E%2E", quote(unserved["name"])):
+    for name in (elsewhere.name, "..%2F..%2Fetc%2Fpasswd", "%2E%2E", quote("../" + served["name"])):
         raw = await raw_request(
             proxy.port,
             f"GET /_proxy/captures/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),

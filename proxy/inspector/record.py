@@ -8,7 +8,6 @@ client- or upstream-chosen text the log line shows as it came).
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from proxy import redact
 from proxy.canonical import fields
+from proxy.capture import file_name
 from proxy.exchange import Exchange
 
 TIMELINE_SIZE = 200
@@ -48,8 +48,7 @@ class Timeline:
 
 def har_name(exchange: Exchange) -> str:
     """The name proxy.capture gives this exchange's HAR file."""
-    stamp = datetime.datetime.fromtimestamp(exchange.started_at, datetime.UTC)
-    return f"{stamp:%Y%m%dT%H%M%S.%f}-{exchange.request_id[:32]}.har"
+    return file_name(exchange)
 
 
 def servable(name: str) -> bool:
