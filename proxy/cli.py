@@ -17,20 +17,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from proxy import __version__
+from proxy.config import ConfigError, Sourced, load_settings
 from proxy.log import configure_logging
 from proxy.rules import Rule, rewrite
 from proxy.server import StartupError, serve
-from proxy.settings import (
-    CONFIG_ENV,
-    FLAGS,
-    ConfigError,
-    Settings,
-    Sourced,
-    key_type,
-    keys,
-    load_settings,
-    redact_url,
-)
+from proxy.settings import CONFIG_ENV, FLAGS, Settings, key_type, keys, redact_url
 
 PROG = "codex-path-proxy"
 _METAVARS = {"--capture-dir": "DIR"}

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy import __version__
+from proxy.config import load_settings
 from proxy.endpoints import PREFIX
-from proxy.settings import ENV_PREFIX, Settings, load_settings
+from proxy.settings import ENV_PREFIX, Settings
 from tests.proc import ProxyProcess
 
 ROOT = Path(__file__).parent.parent

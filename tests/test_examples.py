@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from proxy.config import load_settings
 from proxy.endpoints import PREFIX
-from proxy.settings import ENV_PREFIX, Settings, load_settings
+from proxy.settings import ENV_PREFIX, Settings
 from tests.test_docker import ROOT, Image, read_image, run_command, serving
 
 EXAMPLES = ROOT / "examples"

@@ -16,7 +16,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 from structlog.testing import capture_logs
 
-from proxy.settings import proxy_from_environ
+from proxy.config import proxy_from_environ
 from tests.connect_proxy import ConnectProxy
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import StartProxy, parse_response, raw_request, recorder

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config import ConfigError, load_settings
 from proxy.rules import DEFAULT_RULES, Rule
-from proxy.settings import ConfigError, Settings, load_settings
+from proxy.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import main
-from proxy.settings import ConfigError, is_loopback, load_settings, redact_url
+from proxy.config import ConfigError, load_settings
+from proxy.settings import is_loopback, redact_url
 
 
 @pytest.mark.parametrize(
