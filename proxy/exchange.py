@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.headers import Pairs, value_of
+from proxy.headers import Pairs
 from proxy.sse import StreamSummary
 
 
@@ -31,6 +31,14 @@ class Observer(Protocol):
     def changed(self, exchange: Exchange) -> None: ...
 
     def ended(self, exchange: Exchange) -> None: ...
+
+
+def _index(pairs: Pairs) -> dict[str, str]:
+    """The first value of each header by lower-cased name."""
+    index: dict[str, str] = {}
+    for name, value in pairs:
+        index.setdefault(name.lower(), value)
+    return index
 
 
 @dataclass(slots=True)
@@ -98,6 +106,10 @@ class Exchange:
     first_byte_ms: float | None = None
     duration_ms: float | None = None
     observers: tuple[Observer, ...] = ()
+    # Header lookups by name, built once per header list (log line, diagnoses, capture).
+    _indexes: list[tuple[Pairs, dict[str, str]] | None] = field(
+        default_factory=lambda: [None, None], repr=False, compare=False
+    )
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -121,10 +133,16 @@ class Exchange:
             observer.ended(self)
 
     def request_header(self, name: str) -> str | None:
-        return value_of(self.request_headers, name)
+        cached = self._indexes[0]
+        if cached is None or cached[0] is not self.request_headers:
+            cached = self._indexes[0] = (self.request_headers, _index(self.request_headers))
+        return cached[1].get(name.lower())
 
     def response_header(self, name: str) -> str | None:
-        return value_of(self.response_headers, name)
+        cached = self._indexes[1]
+        if cached is None or cached[0] is not self.response_headers:
+            cached = self._indexes[1] = (self.response_headers, _index(self.response_headers))
+        return cached[1].get(name.lower())
 
     @property
     def settled(self) -> bool:

@@ -74,6 +74,23 @@ class _Upload:
         self.too_large = False
         self.client_failed = False
 
+    def body(self, *, sized: bool) -> bytes | AsyncIterator[bytes] | None:
+        """What aiohttp sends: nothing, the body when it all came with the head (a small
+        POST: already in memory, no need to stream it), else the stream as it arrives."""
+        request = self.request
+        if not request.body_exists:
+            return None
+        content = request.content
+        if sized and content.is_eof():
+            data = content.read_nowait()
+            self.exchange.request_bytes = len(data)
+            if len(data) > self.limit:
+                self.too_large = True
+            elif self.exchange.bodies is not None:
+                self.exchange.bodies.request.add(data)
+            return data
+        return self.chunks()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         content = self.request.content
         bodies = self.exchange.bodies
@@ -128,16 +145,20 @@ async def _send(
 ) -> web.StreamResponse:
     """The request upstream with its body streamed; the response relayed back."""
     upload = _Upload(request, exchange, upstream.max_body_size)
+    # Only the framing header goes to aiohttp, so it frames the body as the client did;
+    # send_exactly puts the client's full header list on the wire.
+    sized = framing(pairs)
+    body = upload.body(sized=bool(sized))
+    if upload.too_large:
+        return _too_large(exchange, upstream.max_body_size)
     # A pooled connection costs no connect; TimedConnector overwrites this for a new one.
     exchange.connect_ms = 0.0
     try:
         upstream_response = await request.app[SESSION].request(
             request.method,
             upstream.url(target),
-            data=upload.chunks() if request.body_exists else None,
-            # Only the framing header here, so aiohttp frames the body as the client did;
-            # send_exactly puts the client's full header list on the wire.
-            headers=framing(pairs),
+            data=body,
+            headers=sized,
             allow_redirects=False,
             middlewares=(send_exactly(pairs),),
             proxy=upstream.proxy,

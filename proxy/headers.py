@@ -76,12 +76,6 @@ def decode_lossy(raw: Iterable[tuple[bytes, bytes]]) -> Pairs:
     return [(name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw]
 
 
-def value_of(pairs: Iterable[tuple[str, str]], name: str) -> str | None:
-    """The first value of a header, matched case-insensitively."""
-    lowered = name.lower()
-    return next((value for key, value in pairs if key.lower() == lowered), None)
-
-
 def with_host(pairs: Pairs, host: str) -> Pairs:
     """One Host naming the upstream, where the client's first Host stood (else first)."""
     out: Pairs = []

@@ -7,6 +7,7 @@ only as rule names, and nothing a client or upstream sends becomes a label verba
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -109,8 +110,18 @@ class Metrics:
         # Read when scraped: the lifecycle counts exchanges, the session set WebSockets.
         self.in_flight.labels("http").set_function(lambda: in_flight() - sessions())
         self.in_flight.labels("websocket").set_function(sessions)
+        self._children: dict[tuple[object, ...], Any] = {}
         for direction in ("request", "response"):
             self.bytes.labels(direction)
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """A metric's child for these labels: prometheus-client's labels() takes a lock and
+        builds a tuple on every call; the set of label values is bounded, so keep them."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def started(self, exchange: Exchange) -> None:
         pass
@@ -124,20 +135,21 @@ class Metrics:
         method = exchange.method if exchange.method in METHODS else "other"
         rule = exchange.rule or "none"
         status_class = f"{status // 100}xx" if status else "none"
-        self.requests.labels(kind, method, rule, status_class).inc()
+        child = self._child
+        child(self.requests, kind, method, rule, status_class).inc()
         if exchange.duration_ms is not None:
-            self.duration.labels(kind).observe(exchange.duration_ms / 1000)
+            child(self.duration, kind).observe(exchange.duration_ms / 1000)
         if exchange.first_byte_ms is not None:
             self.first_byte.observe(exchange.first_byte_ms / 1000)
-        self.bytes.labels("request").inc(exchange.request_bytes)
-        self.bytes.labels("response").inc(exchange.response_bytes)
-        self.outcomes.labels(kind, str(exchange.outcome)).inc()
+        child(self.bytes, "request").inc(exchange.request_bytes)
+        child(self.bytes, "response").inc(exchange.response_bytes)
+        child(self.outcomes, kind, str(exchange.outcome)).inc()
         if exchange.outcome in UPSTREAM_ERRORS:
-            self.upstream_errors.labels(UPSTREAM_ERRORS[exchange.outcome]).inc()
+            child(self.upstream_errors, UPSTREAM_ERRORS[exchange.outcome]).inc()
         if exchange.rule:
-            self.rewrites.labels(exchange.rule).inc()
+            child(self.rewrites, exchange.rule).inc()
         if exchange.sse is not None:
-            self.stream_ends.labels(exchange.sse.terminal or "none").inc()
+            child(self.stream_ends, exchange.sse.terminal or "none").inc()
 
     async def serve(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -22,7 +22,7 @@ def begin(request: web.Request) -> Exchange:
     exchange = Exchange(
         request_id=incoming[:_MAX_REQUEST_ID]
         if incoming.isprintable() and incoming
-        else uuid.uuid4().hex,
+        else os.urandom(16).hex(),
         method=request.method,
         target=request.raw_path,
         client=request.remote,

@@ -160,8 +160,9 @@ def client_session_context(
             cookie_jar=aiohttp.DummyCookieJar(),
             # Proxies and ~/.netrc from the environment would change where tokens go.
             trust_env=False,
-            # No header the client did not send (send_exactly replaces the rest).
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            # No header the client did not send: send_exactly replaces aiohttp's list, but
+            # the default Content-Type is added after it, unless skipped here.
+            skip_auto_headers=("Content-Type",),
             # Big cookies and quota headers come back from chatgpt.com.
             max_line_size=settings.limits.max_header_size,
             max_field_size=settings.limits.max_header_size,
