@@ -1,0 +1,111 @@
+"""The scenarios: which clients run, in which order, against the fake directly (the
+control runs, which reproduce the bug) or through the proxy. Each runs on its own rig;
+scenarios in the same lane share an installed OpenClaw (and its compile cache) and run
+one after another, lanes run at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from tests.e2e import openclaw
+from tests.e2e.clients import CODEX, NODE22, OPENAI_JS, OPENAI_PY, Install, codex_exec, openai_sdk
+from tests.e2e.rig import Rig
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    lane: str
+    needs: tuple[Install, ...]
+    steps: Callable[[Rig], Awaitable[None]]
+
+
+@contextlib.contextmanager
+def temporary_home(name: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=f"e2e-{name}-") as folder:
+        yield Path(folder)
+
+
+async def openclaw_old_image(rig: Rig) -> None:
+    for name, base_url in (("control", rig.direct), ("proxy", rig.via_proxy)):
+        with temporary_home("openclaw-image") as home:
+            openclaw.set_up(openclaw.OLD, home, base_url)
+            await rig.step(name, openclaw.image(openclaw.OLD, home))
+
+
+async def openclaw_old_chat(rig: Rig) -> None:
+    with temporary_home("openclaw-chat") as home:
+        openclaw.set_up(openclaw.OLD, home, rig.via_proxy)
+        await rig.step("proxy", openclaw.model_run(openclaw.OLD, home))
+
+
+async def openclaw_latest(rig: Rig) -> None:
+    """One state for all: doctor migrates it once (about 20 s of CPU)."""
+    claw = openclaw.LATEST
+    with temporary_home("openclaw-latest") as home:
+        openclaw.set_up(claw, home, rig.via_proxy)
+        await rig.step("doctor", openclaw.doctor(claw, home))
+        await rig.step("image", openclaw.image(claw, home))
+        await rig.step("agent websocket", openclaw.agent(claw, home))
+        rig.fake.refuse_websocket = True
+        await rig.step("agent http", openclaw.agent(claw, home))
+
+
+async def codex(rig: Rig) -> None:
+    with temporary_home("codex") as home:
+        await rig.step("control", codex_exec(home, rig.direct))
+    with temporary_home("codex") as home:
+        await rig.step("websocket", codex_exec(home, rig.via_proxy))
+    rig.fake.refuse_websocket = True
+    with temporary_home("codex") as home:
+        await rig.step("http", codex_exec(home, rig.via_proxy))
+
+
+def acknowledge(rig: Rig, line: str) -> None:
+    """An `EVENT <seq> …` line from the SDK program: the fake may send the next event."""
+    kind, _, rest = line.partition("\t")
+    if kind == "EVENT":
+        rig.fake.ack(int(rest.split("\t", 1)[0]))
+
+
+async def sdk(language: str, rig: Rig) -> None:
+    with temporary_home(f"sdk-{language}") as home:
+        await rig.step("control", openai_sdk(language, home, rig.direct, "stream"))
+    rig.fake.lockstep = True
+    with temporary_home(f"sdk-{language}") as home:
+        command = openai_sdk(language, home, rig.via_proxy, "stream")
+        await rig.step("stream", command, partial(acknowledge, rig))
+    rig.fake.lockstep = False
+    with temporary_home(f"sdk-{language}") as home:
+        await rig.step("once", openai_sdk(language, home, rig.via_proxy, "once"))
+    rig.fake.stream_error = "server_is_overloaded"
+    with temporary_home(f"sdk-{language}") as home:
+        await rig.step("error in stream", openai_sdk(language, home, rig.via_proxy, "stream"))
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario(
+            "openclaw_old_image", "openclaw-old", (openclaw.OLD.install, NODE22), openclaw_old_image
+        ),
+        Scenario(
+            "openclaw_old_chat", "openclaw-old", (openclaw.OLD.install, NODE22), openclaw_old_chat
+        ),
+        Scenario(
+            "openclaw_latest",
+            "openclaw-latest",
+            (openclaw.LATEST.install, openclaw.LATEST.node),
+            openclaw_latest,
+        ),
+        Scenario("codex", "codex", (CODEX,), codex),
+        Scenario("openai_python", "openai-python", (OPENAI_PY,), partial(sdk, "python")),
+        Scenario("openai_js", "openai-js", (OPENAI_JS, NODE22), partial(sdk, "js")),
+    )
+}
