@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import sys
 from collections.abc import MutableMapping
@@ -25,7 +26,6 @@ from proxy.log import ExchangeLine
 from proxy.redact import fingerprint
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import StartProxy, capture_of, parse_response, raw_request, recorder
-from tests.proc import start_proxy_process
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0b2tlbi1vd25lciJ9.dG9rZW4tc2lnbmF0dXJl"
 COOKIE = "cf-bm-cookie-value-1234567890"
@@ -501,8 +501,9 @@ async def test_capture_keeps_a_cap_per_body_and_rotates_oldest_first(
     assert kept[-1]["request"]["postData"]["comment"] == "truncated: 100 of 1000 bytes kept"
 
 
-async def test_no_secret_anywhere_at_debug_with_every_feature_on(
-    fake: FakeUpstream, tmp_path: Path
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+async def test_no_secret_anywhere_at_any_level_with_every_feature_on(
+    fake: FakeUpstream, tmp_path: Path, level: str
 ) -> None:
     streaming(
         fake,
@@ -510,41 +511,75 @@ async def test_no_secret_anywhere_at_debug_with_every_feature_on(
         {"Set-Cookie": f"__cf_bm={COOKIE}; HttpOnly", "x-codex-turn-state": "s1"},
     )
     captures = tmp_path / "captures"
-    proxy = await start_proxy_process(
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_PATH_PROXY_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "--port",
+        str(port),
         "--upstream",
         fake.url,
+        "--log-format",
+        "json",
         "--log-level",
-        "debug",
+        level,
         "--log-bodies",
         "--capture-dir",
         str(captures),
+        "--inspector",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
     )
     try:
+        # Above info the start-up line is not written: wait for the port instead.
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    _, probe_writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    await asyncio.sleep(0.02)
+                    continue
+                probe_writer.close()
+                break
         head = (
             f"POST /backend-api/responses?access_token={TOKEN} HTTP/1.1\r\nHost: a\r\n"
             f"Authorization: Bearer {TOKEN}\r\nChatGPT-Account-Id: {ACCOUNT}\r\n"
             f"Cookie: __cf_bm={COOKIE}; other=1\r\nx-api-key: sk-proj-abcdefghijklmnop1234\r\n"
             "Content-Length: 2\r\nConnection: close\r\n\r\n{}"
         )
-        await raw_request(proxy.port, head.encode())
-        line = await proxy.wait_for("request")
+        response = parse_response(await raw_request(port, head.encode()))
+        page = await raw_request(
+            port, b"GET /_proxy/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
         # Shutting down waits for capture files still being written.
-        proxy.process.send_signal(signal.SIGTERM)
-        lines = await proxy.rest()
-        assert proxy.process.stdout is not None
-        stdout = await proxy.process.stdout.read()
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            stdout, stderr = await process.communicate()
     finally:
-        proxy.stop()
+        if process.returncode is None:
+            process.kill()
+    assert response.status == 200
+    assert process.returncode == 0
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     events = {entry["event"] for entry in lines}
-    assert {"request headers", "response headers", "bodies", "request"} <= events
-    headers = next(entry for entry in lines if entry["event"] == "request headers")["headers"]
-    assert ["Authorization", f"Bearer [redacted #{fingerprint(TOKEN)}]"] in headers
-    assert ["ChatGPT-Account-Id", f"[redacted #{fingerprint(ACCOUNT)}]"] in headers
+    if level == "debug":
+        assert {"request headers", "response headers", "bodies", "request"} <= events
+        headers = next(entry for entry in lines if entry["event"] == "request headers")["headers"]
+        assert ["Authorization", f"Bearer [redacted #{fingerprint(TOKEN)}]"] in headers
+        assert ["ChatGPT-Account-Id", f"[redacted #{fingerprint(ACCOUNT)}]"] in headers
+    if level in ("debug", "info"):
+        assert "request" in events
     everything = (
-        json.dumps(lines)
+        stderr.decode()
         + stdout.decode()
+        + page.decode("utf-8", "replace")
         + "".join(path.read_text() for path in captures.glob("*.har"))
     )
+    assert list(captures.glob("*.har"))
     for secret in (TOKEN, COOKIE, ACCOUNT, "sk-proj-abcdefghijklmnop1234"):
         assert secret not in everything
-    assert line["status"] == 200
