@@ -26,14 +26,9 @@ import zstandard
 from aiohttp import WSMsgType, web
 
 from tests.e2e.events import make_png, response_events, sse
+from tests.e2e.http1 import header_value
+from tests.fake_upstream import CANONICAL, RETIRED
 
-RETIRED = (
-    "/backend-api/responses",
-    "/backend-api/v1/responses",
-    "/backend-api/codex/v1/responses",
-    "/backend-api/v1/codex/responses",
-)
-LIVE = "/backend-api/codex/responses"
 ANSWER = "hi from fake upstream"
 ACCOUNT_ID = "00000000-1111-2222-3333-444444444444"
 LOCKSTEP_WAIT = 30.0
@@ -52,7 +47,7 @@ class Received:
     frames_in: list[Any] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+        return header_value(self.headers, name)
 
     def decoded_body(self) -> bytes:
         encoding = (self.header("content-encoding") or "identity").lower()
@@ -153,7 +148,7 @@ class FakeChatGPT:
             request
         ):
             return json_error(401, "Missing bearer or basic authentication in header")
-        if path == LIVE:
+        if path == CANONICAL:
             return await self.live(request, seen)
         if path == "/backend-api/wham/accounts/check":
             account = {"id": ACCOUNT_ID, "workspace_backend_origin": None}

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 Pairs = list[tuple[str, str]]
 
 
+def header_value(pairs: Pairs, name: str) -> str | None:
+    """The first value of a header, its name matched case-insensitively."""
+    return next((v for k, v in pairs if k.lower() == name.lower()), None)
+
+
 class IncompleteError(Exception):
     """The recorded bytes end inside a message."""
 
@@ -23,7 +28,7 @@ class Message:
     body: bytes
 
     def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+        return header_value(self.headers, name)
 
     @property
     def method(self) -> str:
@@ -84,24 +89,28 @@ def read_body(data: bytes, pos: int, message: Message, *, until_close: bool) -> 
     return b"", pos
 
 
+def read_message(data: bytes, pos: int, *, response: bool) -> tuple[Message, int]:
+    start_line, headers, pos = read_head(data, pos)
+    head = Message(start_line, headers, b"")
+    if response and (head.status < 200 or head.status in (204, 304)):
+        return head, pos  # these carry no body (and after a 101 come WebSocket frames)
+    body, pos = read_body(data, pos, head, until_close=response)
+    return Message(start_line, headers, body), pos
+
+
 def read_responses(data: bytes) -> list[Message]:
-    """The final responses in order, up to and including a 101."""
+    """The final responses in order (interim ones skipped), up to and including a 101."""
     responses: list[Message] = []
     pos = 0
     while pos < len(data):
         try:
-            start_line, headers, pos = read_head(data, pos)
-            head = Message(start_line, headers, b"")
-            if head.status == 101:
-                return [*responses, head]
-            if head.status < 200:
-                continue
-            body = b""
-            if head.status not in (204, 304):
-                body, pos = read_body(data, pos, head, until_close=True)
+            message, pos = read_message(data, pos, response=True)
         except IncompleteError:
             break
-        responses.append(Message(start_line, headers, body))
+        if message.status == 101:
+            return [*responses, message]
+        if message.status >= 200:
+            responses.append(message)
     return responses
 
 
@@ -112,12 +121,10 @@ def read_requests(sent: bytes, received: bytes) -> list[Message]:
     pos = 0
     while pos < len(sent):
         try:
-            start_line, headers, pos = read_head(sent, pos)
-            head = Message(start_line, headers, b"")
-            body, pos = read_body(sent, pos, head, until_close=False)
+            message, pos = read_message(sent, pos, response=False)
         except IncompleteError:
             break
-        requests.append(Message(start_line, headers, body))
+        requests.append(message)
         if len(requests) <= len(answers) and answers[len(requests) - 1].status == 101:
             break
     return requests

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 
-from tests.e2e.fake_chatgpt import LIVE, RETIRED, Received
+from tests.e2e.fake_chatgpt import Received
 from tests.e2e.http1 import Message, Pairs
+from tests.fake_upstream import CANONICAL, RETIRED
 
 HOP_BY_HOP = frozenset(
     {
@@ -43,7 +44,7 @@ def rewritten(target: str) -> str:
     path, question, query = target.partition("?")
     for prefix in RETIRED:
         if path == prefix or path.startswith(prefix + "/"):
-            return LIVE + path[len(prefix) :] + question + query
+            return CANONICAL + path[len(prefix) :] + question + query
     return target
 
 
