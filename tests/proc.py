@@ -26,7 +26,13 @@ class ProxyProcess:
             raw = await self.process.stderr.readline()
         if not raw:
             raise EOFError("the proxy closed its stderr")
-        line: dict[str, Any] = json.loads(raw)
+        try:
+            line: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            # Not a log line: the proxy said why it could not start (a config error).
+            raise AssertionError(
+                f"the proxy wrote: {raw.decode(errors='replace').strip()}"
+            ) from None
         self.lines.append(line)
         return line
 
