@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -58,6 +59,7 @@ async def relay(
             reason=upstream_response.reason,
             headers=CIMultiDict(headers),
         )
+        unwatch = _watch_connection(upstream_response)
         try:
             await response.prepare(request)
             completed = await _copy_body(
@@ -65,12 +67,44 @@ async def relay(
             )
         except ConnectionError:
             exchange.fail(Outcome.CLIENT_DISCONNECTED, "client closed the connection")
+        finally:
+            unwatch()
         return response
     finally:
         if completed:
             upstream_response.release()
         else:
             upstream_response.close()
+
+
+def _watch_connection(upstream_response: aiohttp.ClientResponse) -> Callable[[], None]:
+    """Make a body whose connection closes unfinished fail its reader.
+
+    When an upstream's chunked framing breaks mid-body, aiohttp closes the connection but
+    leaves the body reader waiting (until the idle timeout); this turns that into the cut
+    it is. Returns the undo, so a kept-alive connection gathers no callbacks.
+    """
+    connection = upstream_response.connection
+    protocol = connection.protocol if connection is not None else None
+    closed = protocol.closed if protocol is not None else None
+    if closed is None:
+        return lambda: None  # already closed: its reader knows
+    content = upstream_response.content
+
+    def on_closed(future: asyncio.Future[None]) -> None:
+        if not future.cancelled():
+            future.exception()  # retrieved: it only says how the connection ended
+        if not content.is_eof() and content.exception() is None:
+            content.set_exception(
+                aiohttp.ClientPayloadError("the upstream connection closed mid-body")
+            )
+
+    closed.add_done_callback(on_closed)
+
+    def unwatch() -> None:
+        closed.remove_done_callback(on_closed)
+
+    return unwatch
 
 
 async def _copy_body(

@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import socket
+import struct
 import sys
 from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
@@ -386,3 +387,81 @@ async def test_dns_failure_is_502_json_with_the_cause_logged() -> None:
         "upstream_unreachable",
         "upstream_unreachable",
     )
+
+
+def reset(request: web.Request) -> None:
+    """Close the connection with a TCP reset (SO_LINGER 0), not an orderly FIN."""
+    assert request.transport is not None
+    sock = request.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    request.transport.abort()
+
+
+async def test_upstream_reset_before_headers_is_502_json(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    async def resets(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        reset(request)
+        return web.Response()
+
+    fake.handler = resets
+    with capture_logs() as logs:
+        await expect_error(proxy, 502, "upstream_disconnected")
+    assert request_lines(logs)[0]["outcome"] == "upstream_cut"
+
+
+async def test_upstream_reset_mid_body_reaches_client_as_a_cut(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    async def resets(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        await response.write(sse_event("response.created", {}))
+        await response.drain()
+        await asyncio.sleep(0.05)
+        reset(request)
+        return response
+
+    fake.handler = resets
+    with capture_logs() as logs:
+        response = parse_response(
+            await raw_request(
+                proxy.port,
+                b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            )
+        )
+    assert response.status == 200
+    assert response.body == sse_event("response.created", {})
+    assert not response.complete
+    assert request_lines(logs)[0]["outcome"] == "upstream_cut"
+
+
+async def test_broken_chunked_framing_mid_body_reaches_client_as_a_cut(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    async def broken(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        assert request.transport is not None
+        request.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"6\r\nevent:\r\n"
+        )
+        # Headers and a first chunk are through; then the framing breaks.
+        await asyncio.sleep(0.1)
+        request.transport.write(b"zz\r\nnot a chunk\r\n")
+        await asyncio.sleep(0.05)
+        request.transport.close()
+        return web.Response()
+
+    fake.handler = broken
+    with capture_logs() as logs:
+        response = parse_response(
+            await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        )
+    assert response.status == 200
+    assert response.body == b"event:"
+    assert not response.complete
+    [line] = request_lines(logs)
+    assert (line["outcome"], line["cause"]) == ("upstream_cut", "upstream_cut_mid_body")
