@@ -70,5 +70,6 @@ def _capture_context(capture: Capture) -> Callable[[web.Application], AsyncItera
         capture.prepare()
         yield
         await capture.drain()
+        capture.close()
 
     return capture_files

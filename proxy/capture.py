@@ -11,15 +11,17 @@ import asyncio
 import base64
 import datetime
 import hashlib
-import json
 import os
 import re
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import brotli
+import orjson
 import structlog
 import zstandard
 
@@ -192,9 +194,18 @@ class Capture:
         self.total_limit = total_limit
         self.upstream = upstream
         self._pending: set[asyncio.Future[None]] = set()
+        # One writer thread: files are written in the order exchanges end, and the
+        # bookkeeping below needs no lock.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
+        self._kept: deque[tuple[Path, int]] = deque()  # oldest first, with sizes
+        self._total = 0
 
     def prepare(self) -> None:
+        """Create the directory and take stock of the captures already in it (once: each
+        write then updates the tally instead of listing the directory again)."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path in sorted(self.directory.glob("*.har")):
+            self._keep(path, path.stat().st_size)
 
     def started(self, exchange: Exchange) -> None:
         pass
@@ -207,7 +218,12 @@ class Capture:
             return
         document = har(exchange, exchange.bodies, upstream=self.upstream)
         name = file_name(exchange)
-        future = asyncio.get_running_loop().run_in_executor(None, self._write, name, document)
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._writer, self._write, name, document)
+        except RuntimeError:  # closed: an exchange that ended as the process stopped
+            self._write(name, document)
+            return
         self._pending.add(future)
         future.add_done_callback(self._written)
 
@@ -216,6 +232,10 @@ class Capture:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
+    def close(self) -> None:
+        """Let the writer thread go; a capture that ends later is written in place."""
+        self._writer.shutdown(wait=False)
+
     def _written(self, future: asyncio.Future[None]) -> None:
         self._pending.discard(future)
         if not future.cancelled() and (error := future.exception()) is not None:
@@ -223,18 +243,17 @@ class Capture:
 
     def _write(self, name: str, document: dict[str, Any]) -> None:
         path = self.directory / name
-        data = json.dumps(document, indent=1).encode()
+        data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
-        self._rotate()
+        self._keep(path, len(data))
 
-    def _rotate(self) -> None:
-        files = sorted(self.directory.glob("*.har"))
-        sizes = {path: path.stat().st_size for path in files}
-        total = sum(sizes.values())
-        for path in files:
-            if total <= self.total_limit:
-                break
-            total -= sizes[path]
-            path.unlink(missing_ok=True)
+    def _keep(self, path: Path, size: int) -> None:
+        """Count a capture in, then remove the oldest while all exceed the budget."""
+        self._kept.append((path, size))
+        self._total += size
+        while self._total > self.total_limit and self._kept:
+            oldest, oldest_size = self._kept.popleft()
+            self._total -= oldest_size
+            oldest.unlink(missing_ok=True)

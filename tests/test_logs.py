@@ -501,6 +501,30 @@ async def test_capture_keeps_a_cap_per_body_and_rotates_oldest_first(
     assert kept[-1]["request"]["postData"]["comment"] == "truncated: 100 of 1000 bytes kept"
 
 
+async def test_capture_counts_files_already_there_and_writes_in_place_once_closed(
+    start_proxy: StartProxy, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    old = captures / "20000101T000000.000000-old.har"
+    old.write_bytes(b"x" * 5000)
+    proxy = await start_proxy(
+        capture={"dir": str(captures), "body_limit": 100, "total_limit": 6000}
+    )
+    request = b"POST /r HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nq"
+    await raw_request(proxy.port, request)
+    await recorder(proxy).wait_ended(1)
+    await capture_of(proxy).drain()
+    # The file from before start-up was counted: with it, the budget is exceeded.
+    assert not old.exists()
+    assert len(list(captures.glob("*.har"))) == 1
+
+    capture_of(proxy).close()  # as at shutdown: a later capture is still written
+    await raw_request(proxy.port, request)
+    await recorder(proxy).wait_ended(2)
+    assert len(list(captures.glob("*.har"))) == 2
+
+
 @pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
 async def test_no_secret_anywhere_at_any_level_with_every_feature_on(
     fake: FakeUpstream, tmp_path: Path, level: str
