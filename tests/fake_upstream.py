@@ -82,6 +82,19 @@ class FakeUpstream:
         self.arrived.set()
         return seen
 
+    def answer_raw(self, data: bytes) -> None:
+        """Answer each request with these bytes written as they are, then close: a status
+        line, headers or framing that aiohttp's server would never produce."""
+
+        async def raw(request: web.Request) -> web.StreamResponse:
+            await self.record(request)
+            assert request.transport is not None
+            request.transport.write(data)
+            request.transport.close()
+            return web.Response()
+
+        self.handler = raw
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         try:
             if self.handler is not None:

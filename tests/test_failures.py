@@ -197,14 +197,7 @@ async def test_upstream_cut_mid_stream_reaches_client_as_a_cut(
 async def test_upstream_short_content_length_reaches_client_as_a_cut(
     proxy: TestServer, fake: FakeUpstream
 ) -> None:
-    async def short(request: web.Request) -> web.StreamResponse:
-        await fake.record(request)
-        assert request.transport is not None
-        request.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
-        request.transport.close()
-        return web.Response()
-
-    fake.handler = short
+    fake.answer_raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
     response = parse_response(await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"))
     assert response.status == 200
     assert response.header("Content-Length") == "100"
@@ -248,14 +241,7 @@ async def test_upstream_silent_mid_stream_reaches_client_as_a_cut(
 async def test_broken_upstream_before_headers_is_502_json(
     proxy: TestServer, fake: FakeUpstream, script: bytes, code: str
 ) -> None:
-    async def broken(request: web.Request) -> web.StreamResponse:
-        await fake.record(request)
-        assert request.transport is not None
-        request.transport.write(script)
-        request.transport.close()
-        return web.Response()
-
-    fake.handler = broken
+    fake.answer_raw(script)
     await expect_error(proxy, 502, code)
 
 
@@ -333,14 +319,7 @@ async def test_client_leaving_mid_upload_cancels_the_upstream_request(
 async def test_upstream_header_that_cannot_be_relayed_unchanged_is_502(
     proxy: TestServer, fake: FakeUpstream
 ) -> None:
-    async def latin1(request: web.Request) -> web.StreamResponse:
-        await fake.record(request)
-        assert request.transport is not None
-        request.transport.write(b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\nContent-Length: 0\r\n\r\n")
-        request.transport.close()
-        return web.Response()
-
-    fake.handler = latin1
+    fake.answer_raw(b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\nContent-Length: 0\r\n\r\n")
     error = await expect_error(proxy, 502, "upstream_bad_response")
     assert "X-Name" in error["message"]
 

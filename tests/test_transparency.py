@@ -208,15 +208,7 @@ async def test_response_headers_pass_in_order_with_case_repeats_and_no_additions
         b"cf-ray: 8f00-AMS\r\nset-cookie: b=2; HttpOnly\r\nSet-Cookie: __cf_bm=x; Secure\r\n"
         b"X-Codex-Primary-Used-Percent: 12\r\nContent-Length: 2\r\n\r\nok"
     )
-
-    async def scripted(request: web.Request) -> web.StreamResponse:
-        await fake.record(request)
-        assert request.transport is not None
-        request.transport.write(raw_upstream)
-        request.transport.close()
-        return web.Response()
-
-    fake.handler = scripted
+    fake.answer_raw(raw_upstream)
     raw = await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     response = parse_response(raw)
     assert response.status_line == "HTTP/1.1 299 Custom Reason"

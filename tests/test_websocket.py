@@ -332,17 +332,10 @@ async def test_an_invalid_client_handshake_is_400_and_never_reaches_upstream(
 async def test_an_upstream_101_with_a_wrong_accept_is_a_502(
     proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession
 ) -> None:
-    async def wrong_accept(request: web.Request) -> web.StreamResponse:
-        await fake.record(request)
-        assert request.transport is not None
-        request.transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n"
-        )
-        request.transport.close()
-        return web.Response()
-
-    fake.handler = wrong_accept
+    fake.answer_raw(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n"
+    )
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await ws_client.ws_connect(proxy.make_url(LEGACY))
     assert refused.value.status == 502
