@@ -39,6 +39,20 @@ def only_request(logs: list[Line]) -> Line:
     return line
 
 
+POST_LEGACY = (
+    b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+async def logged_request(proxy: TestServer, data: bytes = POST_LEGACY) -> Line:
+    """Send one raw request, wait for its exchange to end, and return its log line."""
+    with capture_logs() as logs:
+        await raw_request(proxy.port, data)
+        await recorder(proxy).wait_ended()
+    return only_request(logs)
+
+
 def completed_stream(*extra: bytes) -> bytes:
     return (
         sse_event("response.created", {"response": {"id": "r1"}})
@@ -156,10 +170,7 @@ async def test_compressed_response_encoding_is_logged(
         )
 
     fake.handler = gzipped
-    with capture_logs() as logs:
-        await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        await recorder(proxy).wait_ended()
-    line = only_request(logs)
+    line = await logged_request(proxy, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert (line["response_encoding"], line["content_type"]) == ("gzip", "application/json")
 
 
@@ -167,13 +178,7 @@ async def test_a_200_stream_without_response_completed_is_a_warning(
     proxy: TestServer, fake: FakeUpstream
 ) -> None:
     streaming(fake, sse_event("response.created", {}) + sse_event("response.output_text.delta", {}))
-    with capture_logs() as logs:
-        await raw_request(
-            proxy.port,
-            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        await recorder(proxy).wait_ended()
-    line = only_request(logs)
+    line = await logged_request(proxy)
     assert line["log_level"] == "warning"
     assert line["outcome"] == "completed"
     assert (line["completed"], line["stream_end"], line["last_event"]) == (
@@ -211,13 +216,7 @@ async def test_errors_inside_a_200_stream_are_named(
     proxy: TestServer, fake: FakeUpstream, closing: bytes, code: str, message: str
 ) -> None:
     streaming(fake, sse_event("response.created", {}) + closing)
-    with capture_logs() as logs:
-        await raw_request(
-            proxy.port,
-            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        await recorder(proxy).wait_ended()
-    line = only_request(logs)
+    line = await logged_request(proxy)
     assert line["log_level"] == "warning"
     assert (line["error_code"], line["error_message"]) == (code, message)
 
@@ -275,13 +274,7 @@ async def test_diagnosis_auth_refused_with_json(
         )
 
     fake.handler = refused
-    with capture_logs() as logs:
-        await raw_request(
-            proxy.port,
-            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        await recorder(proxy).wait_ended()
-    line = only_request(logs)
+    line = await logged_request(proxy)
     assert line["log_level"] == "warning"
     assert line["diagnosis"] == (
         f"127.0.0.1 answered {status} with JSON: the access token is expired or invalid, or the "
@@ -293,13 +286,10 @@ async def test_rejected_outcome_names_the_limit(
     start_proxy: StartProxy, fake: FakeUpstream
 ) -> None:
     proxy = await start_proxy(limits={"max_body_size": 1})
-    with capture_logs() as logs:
-        await raw_request(
-            proxy.port,
-            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab",
-        )
-        await recorder(proxy).wait_ended()
-    line = only_request(logs)
+    line = await logged_request(
+        proxy,
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab",
+    )
     assert (line["outcome"], line["cause"], line["limit"]) == (
         "rejected",
         "request_too_large",
