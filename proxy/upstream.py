@@ -59,6 +59,10 @@ class Upstream:
 
     def url(self, target: str) -> URL:
         # encoded=True: the raw target goes upstream byte for byte, never re-quoted.
+        if target[-1:] == "?" and target.index("?") == len(target) - 1:
+            # yarl drops an empty query, and aiohttp writes the request line from
+            # raw_path_qs: the '?' goes in the (already encoded) path instead.
+            return URL(self.origin, encoded=True).with_path(target, encoded=True)
         return URL(self.origin + target, encoded=True)
 
 

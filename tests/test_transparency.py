@@ -56,6 +56,8 @@ async def test_every_default_form_is_rewritten_with_query_kept(
         "/backend-api/models?client_version=0.169.0",
         "/a/../backend-api/responses",
         "/backend-api/./responses",
+        "/backend-api/models?",  # an empty query is not the same target as no query
+        "/backend-api/models??",
     ],
 )
 async def test_canonical_and_look_alike_paths_reach_upstream_unchanged(
@@ -66,6 +68,18 @@ async def test_canonical_and_look_alike_paths_reach_upstream_unchanged(
     )
     assert parse_response(raw).status in (200, 403)
     assert fake.last.target == path
+
+
+async def test_a_rewritten_target_keeps_an_empty_query(
+    proxy: TestServer, fake: FakeUpstream
+) -> None:
+    raw = await raw_request(
+        proxy.port,
+        b"POST /backend-api/responses? HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert parse_response(raw).status == 200
+    assert fake.last.target == CODEX + "?"
 
 
 async def test_request_headers_pass_byte_equal_in_order_with_case_and_repeats(

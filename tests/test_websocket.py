@@ -54,12 +54,13 @@ def handler_ws(fake: FakeUpstream, script: object) -> None:
     fake.handler = answer
 
 
+@pytest.mark.parametrize("query", ["?x=1", "?"])
 async def test_legacy_upgrade_reaches_the_canonical_path_with_the_client_headers(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: TestServer, fake: FakeUpstream, query: str
 ) -> None:
     key = base64.b64encode(os.urandom(16)).decode()
     head = (
-        f"GET {LEGACY}?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        f"GET {LEGACY}{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
         f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
         + "".join(f"{name}: {value}\r\n" for name, value in CODEX_HEADERS.items())
         + "X-A: 1\r\nx-a: 2\r\nKeep-Alive: 5\r\n"
@@ -72,7 +73,7 @@ async def test_legacy_upgrade_reaches_the_canonical_path_with_the_client_headers
     assert response.status == 101
     seen = fake.last
     assert seen.method == "GET"
-    assert seen.target == f"{CANONICAL}?x=1"
+    assert seen.target == f"{CANONICAL}{query}"
     names = [name for name, _ in seen.headers]
     # End-to-end headers byte-equal in the client's order; per-hop ones renegotiated in place.
     end_to_end = [
