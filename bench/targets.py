@@ -9,6 +9,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,13 +143,22 @@ def comparator(name: str, mitm_venv: Path) -> Target:
     raise ValueError(f"unknown comparator {name!r} (known: {', '.join(COMPARATORS)})")
 
 
+# Where the proxy's bytecode is cached between starts: an installed package (pip, the
+# Docker image) starts from compiled bytecode, so the proxy under test must too, even
+# where PYTHONDONTWRITEBYTECODE is set, without writing caches into the checkout.
+PYCACHE = Path(tempfile.gettempdir()) / "codex-path-proxy-bench-pycache"
+
+
 def _clean_env() -> dict[str, str]:
     """The proxy runs on its defaults: no setting leaks in from the bench's environment."""
-    return {
+    env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith("CODEX_PATH_PROXY_") and key != "AIOHTTP_NO_EXTENSIONS"
+        if not key.startswith("CODEX_PATH_PROXY_")
+        and key not in ("AIOHTTP_NO_EXTENSIONS", "PYTHONDONTWRITEBYTECODE")
     }
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return env
 
 
 def argv_for(target: Target, port: int, upstream_port: int, scratch: Path) -> list[str]:
