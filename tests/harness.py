@@ -94,6 +94,31 @@ async def raw_request(port: int | None, data: bytes, *, timeout: float = 10) -> 
         writer.close()
 
 
+async def read_until_closed(reader: asyncio.StreamReader, *, timeout: float = 5) -> bytes:
+    """What the server sends until it hangs up (b"" for a reset); TimeoutError if it
+    does not hang up within `timeout`."""
+    async with asyncio.timeout(timeout):
+        try:
+            return await reader.read()
+        except ConnectionError:
+            return b""
+
+
+async def stall_count(progress: asyncio.Event, count: Callable[[], int]) -> int:
+    """Wait until a sender stops making progress (no `progress` for 0.5 s) and return
+    its count then: how far backpressure let it go."""
+    stalled_at = -1
+    while stalled_at != count():
+        stalled_at = count()
+        progress.clear()
+        try:
+            async with asyncio.timeout(0.5):
+                await progress.wait()
+        except TimeoutError:
+            break
+    return stalled_at
+
+
 async def read_head_and_body(reader: asyncio.StreamReader) -> RawResponse:
     """Read one Content-Length response without waiting for the connection to close."""
     head = await reader.readuntil(b"\r\n\r\n")

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.fake_upstream import FakeUpstream, sse_event
+from tests.harness import stall_count
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
 
@@ -135,15 +136,7 @@ async def test_slow_reader_backpressure_reaches_the_upstream(
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port, limit=64 * 1024)
     writer.write(b"GET /firehose HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     await reader.readuntil(b"\r\n\r\n")
-    stalled_at = -1
-    while stalled_at != sent:
-        stalled_at = sent
-        progress.clear()
-        try:
-            async with asyncio.timeout(0.5):
-                await progress.wait()
-        except TimeoutError:
-            break
+    stalled_at = await stall_count(progress, lambda: sent)
     # Socket buffers on three hops hold some megabytes; 100 MiB must not have gone out.
     assert stalled_at * len(chunk) < 32 * 1024 * 1024, f"{stalled_at} chunks left the upstream"
     received = 0

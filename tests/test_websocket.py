@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from tests.fake_upstream import FakeUpstream
-from tests.harness import StartProxy, parse_response, read_head_and_body, recorder
+from tests.harness import StartProxy, parse_response, read_head_and_body, recorder, stall_count
 from tests.proc import start_proxy_process
 
 LEGACY = "/backend-api/responses"
@@ -268,15 +268,7 @@ async def test_slow_client_makes_the_upstream_wait_instead_of_the_proxy_bufferin
     handler_ws(fake, script)
     async with ws_client.ws_connect(proxy.make_url(LEGACY), max_msg_size=0) as ws:
         # Not reading: the upstream's sends must stall well short of all 200 MiB.
-        stalled_at = -1
-        while stalled_at != sent:
-            stalled_at = sent
-            progress.clear()
-            try:
-                async with asyncio.timeout(0.5):
-                    await progress.wait()
-            except TimeoutError:
-                break
+        stalled_at = await stall_count(progress, lambda: sent)
         assert stalled_at < 64, f"the upstream sent {stalled_at} MiB to a client that reads nothing"
         received = 0
         async for message in ws:
