@@ -1,35 +1,33 @@
-"""The application factory: wires settings, the pooled client session, observers, routes."""
+"""Wiring: settings in, a listener out, with its pool, observers and control plane."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from proxy import endpoints
 from proxy.canonical import CanonicalLog
-from proxy.exchange import Observer
-from proxy.forward import expect_continue, forward
-from proxy.guard import guard
-from proxy.lifecycle import LIFECYCLE, Lifecycle
+from proxy.control import Control
+from proxy.exchange import Observer, Observers
+from proxy.lifecycle import Lifecycle
+from proxy.listener import Listener
 from proxy.metrics import Metrics
+from proxy.pool import Origin, Pool
 from proxy.settings import Settings
-from proxy.track import OBSERVERS
-from proxy.upstream import UPSTREAM, Upstream, client_session_context
-from proxy.websocket import SESSIONS, Session, on_shutdown
 
 if TYPE_CHECKING:
-    from proxy.capture import Capture
+    from aiohttp import web
 
-SETTINGS = web.AppKey("settings", Settings)
+    from proxy.inspector import Inspector
+    from proxy.tunnel import Tunnel
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[guard])
-    app[SETTINGS] = settings
-    app[UPSTREAM] = upstream = Upstream.from_settings(settings)
-    app[LIFECYCLE] = lifecycle = Lifecycle()
+def create_proxy(
+    settings: Settings, *, extra: tuple[Observer, ...] = ()
+) -> tuple[Listener, Lifecycle]:
+    """The proxy for these settings, not yet listening; `extra` observers come last."""
+    origin = Origin.parse(settings.upstream.url)
+    lifecycle = Lifecycle()
     observers: list[Observer] = [
         lifecycle,
         CanonicalLog(debug=settings.log.level == "debug", bodies=settings.log.bodies),
@@ -39,37 +37,43 @@ def create_app(settings: Settings) -> web.Application:
         from proxy.capture import Capture  # noqa: PLC0415
 
         capture = Capture(
-            settings.capture.dir, total_limit=settings.capture.total_limit, upstream=upstream.origin
+            settings.capture.dir, total_limit=settings.capture.total_limit, upstream=origin.url
         )
+        capture.prepare()
         observers.append(capture)
-        app.cleanup_ctx.append(_capture_context(capture))
-    sessions: set[Session] = set()
-    app[SESSIONS] = sessions
+    tunnels: set[Tunnel] = set()
     metrics = None
     if settings.metrics.enabled:
-        metrics = Metrics(in_flight=lambda: lifecycle.in_flight, sessions=lambda: len(sessions))
+        metrics = Metrics(in_flight=lambda: lifecycle.in_flight, sessions=lambda: len(tunnels))
         observers.append(metrics)
     inspector = None
     if settings.inspector.enabled:
         from proxy.inspector import Inspector  # noqa: PLC0415
 
-        inspector = Inspector(ring_size=settings.inspector.ring_size)
+        inspector = Inspector(
+            ring_size=settings.inspector.ring_size,
+            capture_dir=Path(settings.capture.dir) if settings.capture.dir else None,
+        )
         observers.append(inspector)
-        app.on_shutdown.append(inspector.on_shutdown)
-    app[OBSERVERS] = tuple(observers)
-    app.on_shutdown.append(on_shutdown)
-    app.cleanup_ctx.append(client_session_context(settings))
-    endpoints.add_routes(app.router, metrics=metrics, inspector=inspector)
-    # [\s\S]: the route matches the decoded path, and a %0a in it must still be forwarded.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", forward, expect_handler=expect_continue)
-    return app
+    observers += extra
+    control = Control(
+        partial(_control_app, lifecycle=lifecycle, metrics=metrics, inspector=inspector),
+        keepalive_timeout=settings.limits.keepalive_timeout,
+    )
+    listener = Listener(
+        settings,
+        origin=origin,
+        pool=Pool(settings, origin=origin),
+        observers=Observers(observers),
+        control=control,
+        tunnels=tunnels,
+    )
+    return listener, lifecycle
 
 
-def _capture_context(capture: Capture) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def capture_files(_: web.Application) -> AsyncIterator[None]:
-        capture.prepare()
-        yield
-        await capture.drain()
-        capture.close()
+def _control_app(
+    *, lifecycle: Lifecycle, metrics: Metrics | None, inspector: Inspector | None
+) -> web.Application:
+    from proxy.endpoints import create_app  # noqa: PLC0415 - aiohttp loads only when asked
 
-    return capture_files
+    return create_app(lifecycle=lifecycle, metrics=metrics, inspector=inspector)

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from proxy import redact
-from proxy.exchange import Exchange, Outcome
+from proxy.exchange import Exchange, Observer, Outcome
 
 # Upstream identifiers worth a field of their own when present.
 IDENTIFIERS = {
@@ -35,6 +35,7 @@ def fields(exchange: Exchange) -> dict[str, Any]:
         "status": exchange.status,
         "outcome": str(exchange.outcome),
         "cause": exchange.cause,
+        "detail": exchange.detail,
         "request_bytes": exchange.request_bytes,
         "response_bytes": exchange.response_bytes,
         "request_encoding": exchange.request_header("Content-Encoding"),
@@ -93,7 +94,7 @@ def is_warning(exchange: Exchange) -> bool:
     )
 
 
-class CanonicalLog:
+class CanonicalLog(Observer):
     """The observer that writes the line (and, at debug level, headers and body excerpts)."""
 
     def __init__(self, *, debug: bool, bodies: bool) -> None:
@@ -113,18 +114,19 @@ class CanonicalLog:
             headers=redact.headers(exchange.request_headers),
         )
 
-    def changed(self, exchange: Exchange) -> None:
-        pass
+    def responded(self, exchange: Exchange) -> None:
+        # Written as the head arrives: a stream that never ends still shows its headers.
+        if not self.debug:
+            return
+        structlog.get_logger("proxy.request").debug(
+            "response headers",
+            request_id=exchange.request_id,
+            status=exchange.status,
+            headers=redact.headers(exchange.response_headers),
+        )
 
     def ended(self, exchange: Exchange) -> None:
         log = structlog.get_logger("proxy.request")
-        if self.debug and exchange.response_headers:
-            log.debug(
-                "response headers",
-                request_id=exchange.request_id,
-                status=exchange.status,
-                headers=redact.headers(exchange.response_headers),
-            )
         if self.debug and self.bodies and exchange.bodies is not None:
             # Imported here: its decoders (zstd, brotli) load only when bodies are logged.
             from proxy.capture import excerpt  # noqa: PLC0415

@@ -26,7 +26,7 @@ import structlog
 import zstandard
 
 from proxy import __version__, redact
-from proxy.exchange import Bodies, Body, Exchange
+from proxy.exchange import Bodies, Body, Exchange, Observer
 
 _BLOB = re.compile(rb"[A-Za-z0-9+/]{4096,}={0,2}")
 EXCERPT = 512
@@ -186,7 +186,7 @@ def file_name(exchange: Exchange) -> str:
     return f"{stamp:%Y%m%dT%H%M%S.%f}-{safe_id}.har"
 
 
-class Capture:
+class Capture(Observer):
     """The observer that writes one HAR file per exchange that recorded bodies."""
 
     def __init__(self, directory: str, *, total_limit: int, upstream: str) -> None:
@@ -207,12 +207,6 @@ class Capture:
         for path in sorted(self.directory.glob("*.har")):
             self._keep(path, path.stat().st_size)
 
-    def started(self, exchange: Exchange) -> None:
-        pass
-
-    def changed(self, exchange: Exchange) -> None:
-        pass
-
     def ended(self, exchange: Exchange) -> None:
         if exchange.bodies is None:
             return
@@ -226,6 +220,10 @@ class Capture:
             return
         self._pending.add(future)
         future.add_done_callback(self._written)
+
+    async def aclose(self) -> None:
+        await self.drain()
+        self.close()
 
     async def drain(self) -> None:
         """Wait for files still being written (at shutdown)."""

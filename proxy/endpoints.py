@@ -1,42 +1,75 @@
-"""The proxy's own endpoints under the reserved /_proxy/ prefix: answered here, never forwarded."""
+"""The control plane's application: the proxy's own endpoints under the reserved prefix,
+as aiohttp.web handlers (proxy.control hands requests to it).
+
+`/_proxy/healthz` and `/_proxy/readyz` for orchestrators, `/_proxy/metrics` for
+Prometheus, the inspector's page when it is on; anything else under the prefix is a 404
+in the proxy's error shape, never forwarded.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy.errors import error_response
-from proxy.lifecycle import LIFECYCLE
+from proxy.failures import error_body
+from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
+from proxy.settings import CONTROL_PREFIX as PREFIX
 
 if TYPE_CHECKING:
     from proxy.inspector import Inspector
 
-PREFIX = "/_proxy/"
+__all__ = ["PREFIX", "create_app", "error_response"]
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status, body=error_body(code, message), content_type="application/json"
+    )
 
 
-async def readyz(request: web.Request) -> web.Response:
-    if request.app[LIFECYCLE].ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "draining"}, status=503)
+def create_app(
+    *, lifecycle: Lifecycle, metrics: Metrics | None, inspector: Inspector | None
+) -> web.Application:
+    app = web.Application()
+    router = app.router
 
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
 
-async def not_found(request: web.Request) -> web.Response:
-    return error_response(404, "not_found", f"{PREFIX} is reserved for the proxy's own endpoints")
+    async def readyz(_: web.Request) -> web.Response:
+        if lifecycle.ready:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "draining"}, status=503)
 
+    async def not_found(_: web.Request) -> web.Response:
+        return error_response(
+            404, "not_found", f"{PREFIX} is reserved for the proxy's own endpoints"
+        )
 
-def add_routes(
-    router: web.UrlDispatcher, *, metrics: Metrics | None, inspector: Inspector | None
-) -> None:
+    async def bare_prefix(request: web.Request) -> web.StreamResponse:
+        # `/_proxy` is the page's address too, written without its slash.
+        if inspector is None:
+            return await not_found(request)
+        query = request.raw_path.partition("?")[2]
+        raise web.HTTPFound(PREFIX + ("?" + query if query else ""))
+
     router.add_get(PREFIX + "healthz", healthz, allow_head=True)
     router.add_get(PREFIX + "readyz", readyz, allow_head=True)
     if metrics is not None:
-        router.add_get(PREFIX + "metrics", metrics.serve)
+        registry = metrics.registry
+
+        async def serve_metrics(_: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        router.add_get(PREFIX + "metrics", serve_metrics)
     if inspector is not None:
         inspector.add_routes(router)
+        app.on_shutdown.append(inspector.on_shutdown)
+    router.add_route("*", PREFIX.rstrip("/"), bare_prefix)
     router.add_route("*", PREFIX + r"{tail:[\s\S]*}", not_found)
+    return app

@@ -1,36 +1,67 @@
 """One exchange (a request and its response, or a WebSocket session) as it happens.
 
-Forwarding fills it in; observers (the log line, metrics, the inspector, body capture)
-are told when it starts, when it changes and when it ends. It holds raw header pairs:
-whatever shows them redacts them first.
+The relay fills it in; observers (the log line, metrics, the inspector, body capture)
+are told when it starts, when its response head arrives, as it changes and when it
+ends. It holds the raw header pairs as they crossed the wire: whatever shows them
+decodes and redacts them first.
 """
 
 from __future__ import annotations
 
-import enum
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TypeVar
 
-from proxy.headers import Pairs
+from proxy.failures import Failure, Outcome
+from proxy.headers import Pairs, RawPairs, decode_lossy
 from proxy.sse import StreamSummary
 
+T = TypeVar("T")
 
-class Outcome(enum.StrEnum):
-    COMPLETED = "completed"
-    CLIENT_DISCONNECTED = "client_disconnected"
-    UPSTREAM_CUT = "upstream_cut"
-    TIMEOUT = "timeout"
-    UPSTREAM_UNREACHABLE = "upstream_unreachable"
-    REJECTED = "rejected"
+__all__ = ["Bodies", "Body", "Exchange", "Observer", "Observers", "Outcome", "WebSocketStats"]
 
 
-class Observer(Protocol):
-    def started(self, exchange: Exchange) -> None: ...
+class Observer:
+    """Told of every exchange; each hook does nothing unless a subclass overrides it."""
 
-    def changed(self, exchange: Exchange) -> None: ...
+    def started(self, exchange: Exchange) -> None:
+        """The request head arrived and was accepted for forwarding."""
 
-    def ended(self, exchange: Exchange) -> None: ...
+    def responded(self, exchange: Exchange) -> None:
+        """The upstream's response head arrived (status and headers are set)."""
+
+    def changed(self, exchange: Exchange) -> None:
+        """Bytes moved: an event, a frame, a piece of a plain body."""
+
+    def ended(self, exchange: Exchange) -> None:
+        """The exchange is over; nothing in it changes any more."""
+
+    async def aclose(self) -> None:
+        """The proxy is stopping: finish what is pending (files being written)."""
+
+
+class Observers:
+    """The observers of a running proxy, with each hook's list holding only those that
+    override it: a hook nobody uses costs nothing per event."""
+
+    __slots__ = ("all", "changed", "ended", "responded", "started")
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self.all = tuple(observers)
+        self.started = self._overriding("started")
+        self.responded = self._overriding("responded")
+        self.changed = self._overriding("changed")
+        self.ended = self._overriding("ended")
+
+    def _overriding(self, hook: str) -> tuple[Observer, ...]:
+        return tuple(o for o in self.all if getattr(type(o), hook) is not getattr(Observer, hook))
+
+    def find(self, kind: type[T]) -> T | None:
+        return next((o for o in self.all if isinstance(o, kind)), None)
+
+
+NONE = Observers()
 
 
 def _index(pairs: Pairs) -> dict[str, str]:
@@ -89,11 +120,14 @@ class Exchange:
     upstream_target: str | None = None
     rule: str | None = None
     status: int | None = None
+    reason: str = ""
     outcome: Outcome = Outcome.COMPLETED
     cause: str | None = None
+    # In words, what a person can act on (a refused connection, a certificate's subject).
+    detail: str | None = None
     limit: str | None = None
-    request_headers: Pairs = field(default_factory=list)
-    response_headers: Pairs = field(default_factory=list)
+    raw_request_headers: RawPairs = field(default_factory=list)
+    raw_response_headers: RawPairs = field(default_factory=list)
     request_bytes: int = 0
     response_bytes: int = 0
     sse: StreamSummary | None = None
@@ -105,44 +139,72 @@ class Exchange:
     headers_ms: float | None = None
     first_byte_ms: float | None = None
     duration_ms: float | None = None
-    observers: tuple[Observer, ...] = ()
-    # Header lookups by name, built once per header list (log line, diagnoses, capture).
-    _indexes: list[tuple[Pairs, dict[str, str]] | None] = field(
+    observers: Observers = NONE
+    # Decoded (for showing, never for forwarding) and indexed once, when first asked for.
+    _decoded: list[Pairs | None] = field(
+        default_factory=lambda: [None, None], repr=False, compare=False
+    )
+    _indexes: list[dict[str, str] | None] = field(
         default_factory=lambda: [None, None], repr=False, compare=False
     )
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
-    def fail(self, outcome: Outcome, cause: str, *, limit: str | None = None) -> None:
-        self.outcome = outcome
-        self.cause = cause
+    def fail(
+        self, failure: Failure, *, detail: str | None = None, limit: str | None = None
+    ) -> None:
+        self.outcome = failure.outcome
+        self.cause = failure.code
+        self.detail = detail
         self.limit = limit
 
     def start(self) -> None:
-        for observer in self.observers:
+        for observer in self.observers.started:
             observer.started(self)
 
+    def respond(self, status: int, reason: str, headers: RawPairs) -> None:
+        self.status = status
+        self.reason = reason
+        self.raw_response_headers = headers
+        self._decoded[1] = self._indexes[1] = None
+        for observer in self.observers.responded:
+            observer.responded(self)
+
     def change(self) -> None:
-        for observer in self.observers:
+        for observer in self.observers.changed:
             observer.changed(self)
 
     def end(self) -> None:
         self.duration_ms = self.elapsed_ms()
-        for observer in self.observers:
+        for observer in self.observers.ended:
             observer.ended(self)
 
+    @property
+    def request_headers(self) -> Pairs:
+        decoded = self._decoded[0]
+        if decoded is None:
+            decoded = self._decoded[0] = decode_lossy(self.raw_request_headers)
+        return decoded
+
+    @property
+    def response_headers(self) -> Pairs:
+        decoded = self._decoded[1]
+        if decoded is None:
+            decoded = self._decoded[1] = decode_lossy(self.raw_response_headers)
+        return decoded
+
     def request_header(self, name: str) -> str | None:
-        cached = self._indexes[0]
-        if cached is None or cached[0] is not self.request_headers:
-            cached = self._indexes[0] = (self.request_headers, _index(self.request_headers))
-        return cached[1].get(name.lower())
+        index = self._indexes[0]
+        if index is None:
+            index = self._indexes[0] = _index(self.request_headers)
+        return index.get(name.lower())
 
     def response_header(self, name: str) -> str | None:
-        cached = self._indexes[1]
-        if cached is None or cached[0] is not self.response_headers:
-            cached = self._indexes[1] = (self.response_headers, _index(self.response_headers))
-        return cached[1].get(name.lower())
+        index = self._indexes[1]
+        if index is None:
+            index = self._indexes[1] = _index(self.response_headers)
+        return index.get(name.lower())
 
     @property
     def settled(self) -> bool:

@@ -1,194 +1,200 @@
-"""Forwarding: one client request to the fixed upstream, its response relayed back.
+"""What goes upstream: a request head read once, refused when it cannot be relayed as it
+is, and rebuilt for the next hop as bytes in one join.
 
-What no rule rewrites passes unchanged: method, raw target, header names, values, order
-and repeats (minus hop-by-hop), body bytes, status, reason, response headers and bytes.
+Pure functions over the head as llhttp handed it over (raw target, raw pairs): no I/O,
+no event loop. What no rule rewrites passes unchanged: method, raw target, header names,
+values, order and repeats (minus hop-by-hop and Expect); only Host names the upstream.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
+import base64
+import binascii
+from dataclasses import dataclass, field
 
-import aiohttp
-import structlog
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from proxy.failures import Failure
+from proxy.headers import HOP_BY_HOP, REQUEST_ONLY, UPGRADE, RawPairs, first_invalid_utf8
 
-from proxy.errors import error_response
-from proxy.exchange import Bodies, Exchange, Outcome
-from proxy.handshake import PER_HOP
-from proxy.headers import HeaderNotUTF8Error, Pairs, decode, end_to_end, with_host
-from proxy.relay import relay
-from proxy.rules import rewrite
-from proxy.track import begin, finish
-from proxy.upstream import (
-    CURRENT,
-    SESSION,
-    UPSTREAM,
-    Upstream,
-    framing,
-    send_exactly,
-    upstream_failed,
-)
-from proxy.websocket import is_upgrade, relay_websocket
-
-
-async def expect_continue(request: web.Request) -> None:
-    """Answer `Expect: 100-continue` at this hop (Expect is never forwarded).
-
-    A body announced larger than the limit gets no 100: forward() answers 413 before the
-    client sends it. Other expectations are ignored, as the header is not forwarded.
-    """
-    too_large = (request.content_length or 0) > request.app[UPSTREAM].max_body_size
-    expect = request.headers.get("Expect", "").lower()
-    if expect == "100-continue" and request.version >= (1, 1) and not too_large:
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        # The interim response is not part of the response proper.
-        request.writer.output_size = 0
+# What the relay needs to know of a head, by lower-cased name; the rest only passes.
+_CONNECTION = 1
+_LENGTH = 2
+_CODING = 3
+_EXPECT = 4
+_HOST = 5
+_UPGRADE = 6
+_REQUEST_ID = 7
+_WS_KEY = 8
+_WS_VERSION = 9
+_NOTABLE = {
+    b"connection": _CONNECTION,
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _CODING,
+    b"expect": _EXPECT,
+    b"host": _HOST,
+    b"upgrade": _UPGRADE,
+    b"x-request-id": _REQUEST_ID,
+    b"sec-websocket-key": _WS_KEY,
+    b"sec-websocket-version": _WS_VERSION,
+}
+MAX_REQUEST_ID = 200
+_TRANSFER_ENCODING = frozenset({b"transfer-encoding"})
 
 
-async def forward(request: web.Request) -> web.StreamResponse:
-    exchange = begin(request)
-    CURRENT.set(exchange)
-    with structlog.contextvars.bound_contextvars(request_id=exchange.request_id):
-        try:
-            response = await _forward(request, exchange)
-            exchange.status = response.status
-        except asyncio.CancelledError:
-            if exchange.outcome is Outcome.COMPLETED and not exchange.settled:
-                exchange.fail(Outcome.CLIENT_DISCONNECTED, "client closed the connection")
-            raise
-        finally:
-            finish(request, exchange)
-    return response
+@dataclass(slots=True)
+class Head:
+    """One request head as parsed, and what its framing and routing need."""
+
+    method: bytes
+    target: bytes
+    version: str
+    headers: RawPairs
+    keep_alive: bool
+    # llhttp's judgement: Connection lists `upgrade` and an Upgrade header is present.
+    upgrade: bool
+    host: bool = False
+    length: int | None = None
+    codings: list[bytes] = field(default_factory=list)
+    expect: bytes | None = None
+    listed: frozenset[bytes] = frozenset()
+    upgrade_to: bytes | None = None
+    request_id: bytes | None = None
+    ws_key: bytes | None = None
+    ws_version: bytes | None = None
+
+    @classmethod
+    def read(
+        cls,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: RawPairs,
+        *,
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> Head:
+        head = cls(method, target, version, headers, keep_alive, upgrade)
+        listed: list[bytes] = []
+        notable = _NOTABLE
+        for name, value in headers:
+            kind = notable.get(name.lower())
+            if kind is None:
+                continue
+            if kind == _CONNECTION:
+                listed += (token.strip().lower() for token in value.split(b","))
+            elif kind == _LENGTH:
+                head.length = int(value)  # llhttp allows one, of digits only
+            elif kind == _CODING:
+                head.codings += (coding.strip().lower() for coding in value.split(b","))
+            elif kind == _EXPECT:
+                head.expect = value.strip().lower()
+            elif kind == _HOST:
+                head.host = True
+            elif kind == _UPGRADE:
+                head.upgrade_to = value.strip().lower()
+            elif kind == _REQUEST_ID:
+                head.request_id = head.request_id or value
+            elif kind == _WS_KEY:
+                head.ws_key = value.strip()
+            else:
+                head.ws_version = value.strip()
+        if listed:
+            head.listed = frozenset(token for token in listed if token)
+        return head
+
+    @property
+    def chunked(self) -> bool:
+        return bool(self.codings)
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.length)
+
+    @property
+    def websocket(self) -> bool:
+        return self.upgrade and self.method == b"GET" and self.upgrade_to == b"websocket"
+
+    @property
+    def continue_expected(self) -> bool:
+        return self.expect == b"100-continue" and self.version == "1.1"
 
 
-class _Upload:
-    """The request body streamed upstream as it arrives, counted against the limit."""
-
-    def __init__(self, request: web.Request, exchange: Exchange, limit: int) -> None:
-        self.request = request
-        self.exchange = exchange
-        self.limit = limit
-        self.too_large = False
-        self.client_failed = False
-
-    def body(self, *, sized: bool) -> bytes | AsyncIterator[bytes] | None:
-        """What aiohttp sends: nothing, the body when it all came with the head (a small
-        POST: already in memory, no need to stream it), else the stream as it arrives."""
-        request = self.request
-        if not request.body_exists:
-            return None
-        content = request.content
-        if sized and content.is_eof():
-            data = content.read_nowait()
-            self.exchange.request_bytes = len(data)
-            if len(data) > self.limit:
-                self.too_large = True
-            elif self.exchange.bodies is not None:
-                self.exchange.bodies.request.add(data)
-            return data
-        return self.chunks()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        content = self.request.content
-        bodies = self.exchange.bodies
-        while True:
-            try:
-                chunk = await content.readany()
-            except (aiohttp.ClientError, ConnectionError, HttpProcessingError):
-                self.client_failed = True
-                raise
-            if not chunk:
-                return
-            self.exchange.request_bytes += len(chunk)
-            if self.exchange.request_bytes > self.limit:
-                self.too_large = True
-                raise _BodyTooLargeError
-            if bodies is not None:
-                bodies.request.add(chunk)
-            yield chunk
-
-
-class _BodyTooLargeError(Exception):
-    pass
-
-
-async def _forward(request: web.Request, exchange: Exchange) -> web.StreamResponse:
-    upstream = request.app[UPSTREAM]
-    length = request.content_length
-    if length is not None and length > upstream.max_body_size:
-        return _too_large(exchange, upstream.max_body_size)
-
-    rewritten = rewrite(upstream.rules, exchange.target)
-    exchange.upstream_target = rewritten.target
-    exchange.rule = rewritten.rule.name if rewritten.rule else None
-    websocket = is_upgrade(request)
-    try:
-        # A WebSocket upgrade keeps its per-hop handshake headers, renegotiated upstream.
-        kept = PER_HOP if websocket else frozenset()
-        pairs = with_host(
-            end_to_end(decode(request.raw_headers), request=True, keep=kept), upstream.host
+def refusal(head: Head) -> tuple[Failure, str] | None:
+    """Why this request must not be forwarded, or None. Checked before anything is sent:
+    the bearer token in a request only ever reaches the configured upstream, and what the
+    proxy cannot relay faithfully is refused rather than altered."""
+    if head.version not in ("1.1", "1.0"):
+        return Failure.VERSION_NOT_SUPPORTED, f"HTTP/{head.version} is not supported"
+    if head.method == b"CONNECT":
+        return Failure.METHOD_NOT_ALLOWED, "CONNECT is not supported: this is a reverse proxy"
+    target = head.target
+    if not target.startswith(b"/") or b"#" in target:
+        return (
+            Failure.BAD_REQUEST,
+            "the request target must be a path (origin-form), not a URL",
         )
-    except HeaderNotUTF8Error as exc:
-        return _reject(exchange, 400, "bad_request", f"{exc}: it cannot be forwarded unchanged")
-    if websocket:
-        return await relay_websocket(request, exchange, pairs, rewritten.target)
-    if upstream.record_bodies:
-        exchange.bodies = Bodies.capped(upstream.record_bodies)
-    return await _send(request, exchange, upstream, pairs, rewritten.target)
-
-
-async def _send(
-    request: web.Request, exchange: Exchange, upstream: Upstream, pairs: Pairs, target: str
-) -> web.StreamResponse:
-    """The request upstream with its body streamed; the response relayed back."""
-    upload = _Upload(request, exchange, upstream.max_body_size)
-    # Only the framing header goes to aiohttp, so it frames the body as the client did;
-    # send_exactly puts the client's full header list on the wire.
-    sized = framing(pairs)
-    body = upload.body(sized=bool(sized))
-    if upload.too_large:
-        return _too_large(exchange, upstream.max_body_size)
-    # A pooled connection costs no connect; TimedConnector overwrites this for a new one.
-    exchange.connect_ms = 0.0
-    try:
-        upstream_response = await request.app[SESSION].request(
-            request.method,
-            upstream.url(target),
-            data=body,
-            headers=sized,
-            allow_redirects=False,
-            middlewares=(send_exactly(pairs),),
-            proxy=upstream.proxy,
+    if head.version == "1.1" and not head.host:
+        return Failure.BAD_REQUEST, "an HTTP/1.1 request must carry a Host header"
+    if head.codings:
+        if head.version == "1.0":
+            return (
+                Failure.BAD_REQUEST,
+                "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)",
+            )
+        if head.codings != [b"chunked"]:
+            return Failure.NOT_IMPLEMENTED, "only the chunked transfer coding is supported"
+    if (name := first_invalid_utf8(head.headers)) is not None:
+        return (
+            Failure.BAD_REQUEST,
+            f"header {name.decode('ascii', 'replace')!r} is not valid UTF-8: "
+            "it cannot be forwarded unchanged",
         )
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        if upload.too_large:
-            return _too_large(exchange, upstream.max_body_size)
-        if upload.client_failed:
-            exchange.fail(Outcome.CLIENT_DISCONNECTED, "client stopped sending the body")
-            return error_response(400, "incomplete_request", "the request body ended early")
-        return upstream_failed(exchange, upstream, exc)
-    exchange.headers_ms = round((time.perf_counter() - exchange.started) * 1000, 3)
-    return await relay(request, exchange, upstream_response)
+    if head.upgrade and not head.websocket and head.has_body:
+        return Failure.BAD_REQUEST, "an Upgrade other than WebSocket cannot carry a body here"
+    if head.websocket and not _valid_handshake(head):
+        return Failure.BAD_REQUEST, "the WebSocket handshake is invalid"
+    return None
 
 
-def _reject(
-    exchange: Exchange, status: int, code: str, message: str, *, limit: str | None = None
-) -> web.Response:
-    exchange.fail(Outcome.REJECTED, code, limit=limit)
-    return error_response(status, code, message)
+def _valid_handshake(head: Head) -> bool:
+    """RFC 6455 §4.2.1: a key of 16 random bytes in base64, and version 13."""
+    if head.ws_version != b"13" or head.ws_key is None:
+        return False
+    try:
+        return len(base64.b64decode(head.ws_key, validate=True)) == 16
+    except binascii.Error:
+        return False
 
 
-def _too_large(exchange: Exchange, limit: int) -> web.Response:
-    response = _reject(
-        exchange,
-        413,
-        "request_too_large",
-        f"the request body is larger than limits.max_body_size ({limit} bytes)",
-        limit="limits.max_body_size",
-    )
-    # Close rather than read the rest of an oversized body to keep the connection.
-    response.force_close()
-    return response
+def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:
+    """The head the upstream receives, in one join. A WebSocket upgrade keeps the
+    Connection and Upgrade that carry it to the next hop, a chunked body its
+    Transfer-Encoding; everything else hop-by-hop goes."""
+    drop = HOP_BY_HOP | REQUEST_ONLY | head.listed
+    if head.websocket:
+        drop -= UPGRADE
+    if head.chunked:
+        # The body goes up chunked, as the client framed it: its own header says so.
+        drop -= _TRANSFER_ENCODING
+    parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
+    host_at = -1
+    for name, value in head.headers:
+        lowered = name.lower()
+        if lowered == b"host":
+            if host_at < 0:
+                host_at = len(parts)
+                parts += (name, b": ", host, b"\r\n")
+        elif lowered not in drop:
+            parts += (name, b": ", value, b"\r\n")
+    if host_at < 0:
+        parts[4:4] = (b"Host: ", host, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def request_id(head: Head) -> str | None:
+    """An incoming X-Request-Id, honoured when it is printable and not too long."""
+    raw = head.request_id
+    if not raw:
+        return None
+    text = raw[:MAX_REQUEST_ID].decode("latin-1")
+    return text if text.isprintable() else None

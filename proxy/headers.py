@@ -1,7 +1,9 @@
-"""Header filtering for one hop: what is end-to-end passes, what is per-connection stays.
+"""Header filtering for one hop, on the raw bytes: what is end-to-end passes, what is
+per-connection stays.
 
-Headers are (name, value) pairs in wire order; names keep their case, repeats stay
-repeats. Nothing here adds a header.
+Headers are (name, value) byte pairs in wire order; names keep their case, repeats stay
+repeats, values their bytes. Nothing here adds a header the sender did not send, except
+the one `Host` a request needs.
 """
 
 from __future__ import annotations
@@ -9,83 +11,61 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 Pairs = list[tuple[str, str]]
+RawPairs = list[tuple[bytes, bytes]]
 
 # RFC 9110 §7.6.1, plus Proxy-Authorization (meant for a proxy, never the origin).
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
 # Expect is answered by this hop (100 Continue) and never repeated upstream.
-REQUEST_ONLY = frozenset({"expect"})
+REQUEST_ONLY = frozenset({b"expect"})
+# A WebSocket upgrade passes end to end: these hop-by-hop names carry it to the next hop.
+UPGRADE = frozenset({b"connection", b"upgrade"})
 
 
-def connection_listed(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
-    """Names the sender declared hop-by-hop in its Connection header(s)."""
+def connection_listed(pairs: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Names the sender declared hop-by-hop in its Connection header(s), lower-cased."""
     return frozenset(
         token.strip().lower()
         for name, value in pairs
-        if name.lower() == "connection"
-        for token in value.split(",")
+        if name.lower() == b"connection"
+        for token in value.split(b",")
         if token.strip()
     )
 
 
 def end_to_end(
-    pairs: Iterable[tuple[str, str]], *, request: bool, keep: frozenset[str] = frozenset()
-) -> Pairs:
+    pairs: RawPairs, *, request: bool, listed: frozenset[bytes] = frozenset()
+) -> RawPairs:
     """The pairs that travel to the next hop, in order, with case and repeats kept.
 
-    Names in `keep` stay even when hop-by-hop (a WebSocket handshake's, renegotiated).
+    `listed`: the names the sender's Connection header declared hop-by-hop.
     """
-    pairs = list(pairs)
-    drop = HOP_BY_HOP | connection_listed(pairs)
-    if request:
-        drop |= REQUEST_ONLY
-    drop -= keep
+    drop = HOP_BY_HOP | listed | REQUEST_ONLY if request else HOP_BY_HOP | listed
     return [(name, value) for name, value in pairs if name.lower() not in drop]
 
 
-class HeaderNotUTF8Error(ValueError):
-    """A header aiohttp's writer cannot reproduce byte for byte (it drops invalid UTF-8)."""
-
-    def __init__(self, name: bytes) -> None:
-        super().__init__(f"header {name.decode('ascii', 'replace')!r} is not valid UTF-8")
-
-
-def decode(raw: Iterable[tuple[bytes, bytes]]) -> Pairs:
-    """Wire bytes to text; raise HeaderNotUTF8Error rather than forward an altered header."""
-    pairs: Pairs = []
-    for name, value in raw:
-        try:
-            pairs.append((name.decode("ascii"), value.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise HeaderNotUTF8Error(name) from None
-    return pairs
+def first_invalid_utf8(pairs: RawPairs) -> bytes | None:
+    """The name of the first header whose value is not valid UTF-8, if any: such a value
+    is refused rather than relayed, as the proxy promised before it moved bytes itself."""
+    for name, value in pairs:
+        if not value.isascii():
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return name
+    return None
 
 
 def decode_lossy(raw: Iterable[tuple[bytes, bytes]]) -> Pairs:
     """Wire bytes to text for showing (never for forwarding): bad bytes become U+FFFD."""
     return [(name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw]
-
-
-def with_host(pairs: Pairs, host: str) -> Pairs:
-    """One Host naming the upstream, where the client's first Host stood (else first)."""
-    out: Pairs = []
-    seen = False
-    for name, value in pairs:
-        if name.lower() != "host":
-            out.append((name, value))
-        elif not seen:
-            out.append((name, host))
-            seen = True
-    if not seen:
-        out.insert(0, ("Host", host))
-    return out

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-
-from proxy.exchange import Exchange
+from proxy.exchange import Exchange, Observer
 
 
-class Lifecycle:
+class Lifecycle(Observer):
     """An observer of every exchange; `ready` is false from the moment shutdown begins."""
 
     def __init__(self) -> None:
@@ -22,22 +20,21 @@ class Lifecycle:
         self.in_flight += 1
         self._idle.clear()
 
-    def changed(self, exchange: Exchange) -> None:
-        pass
-
     def ended(self, exchange: Exchange) -> None:
         self.in_flight -= 1
         if self.in_flight == 0:
             self._idle.set()
 
-    async def drain(self, grace: float) -> int:
-        """Wait up to `grace` seconds for every exchange to end; the number still running."""
+    async def drain(self, grace: float, *, stop_now: asyncio.Event | None = None) -> int:
+        """Wait up to `grace` seconds for every exchange to end (or until `stop_now` is
+        set); the number still running."""
+        waits = [asyncio.ensure_future(self._idle.wait())]
+        if stop_now is not None:
+            waits.append(asyncio.ensure_future(stop_now.wait()))
         try:
-            async with asyncio.timeout(grace):
-                await self._idle.wait()
-        except TimeoutError:
-            pass
+            await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         return self.in_flight
-
-
-LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy.exchange import Exchange, Outcome
+from proxy.exchange import Exchange, Observer, Outcome
 
 # LLM exchanges run from milliseconds (a refusal) to an hour (a long stream).
 BUCKETS = (
@@ -48,7 +46,7 @@ def _kind(exchange: Exchange) -> str:
     return "websocket" if exchange.websocket is not None else "http"
 
 
-class Metrics:
+class Metrics(Observer):
     def __init__(self, *, in_flight: Callable[[], int], sessions: Callable[[], int]) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         prefix = "codex_path_proxy_"
@@ -123,12 +121,6 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def started(self, exchange: Exchange) -> None:
-        pass
-
-    def changed(self, exchange: Exchange) -> None:
-        pass
-
     def ended(self, exchange: Exchange) -> None:
         kind = _kind(exchange)
         status = exchange.status
@@ -150,8 +142,3 @@ class Metrics:
             child(self.rewrites, exchange.rule).inc()
         if exchange.sse is not None:
             child(self.stream_ends, exchange.sse.terminal or "none").inc()
-
-    async def serve(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )

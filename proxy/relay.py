@@ -1,152 +1,664 @@
-"""Relaying a response: the upstream's status, headers and bytes, each chunk as it arrives."""
+"""The relay: one request's body on its way up, its response on its way back, as bytes.
+
+The client connection parses the request and hands its head and body pieces here; the
+upstream connection hands over the response's bytes, parsed by llhttp into status,
+raw header pairs and body pieces. Each side's pieces from one read go out in one write.
+Flow control both ways: a side whose transport's write buffer is over its high-water
+mark pauses reading on the other side until it drains.
+
+Framing: a request body goes up as the client framed it (Content-Length, or chunked);
+a response body comes back with the upstream's Content-Length, else chunked (an
+HTTP/1.0 client: delimited by the connection's close). A failure before the response
+head is out becomes the proxy's JSON error; after it, a cut.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+import base64
+import hashlib
+from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from proxy.errors import error_response
-from proxy.exchange import Exchange, Outcome
-from proxy.headers import HeaderNotUTF8Error, decode, end_to_end
+from proxy.diagnose import diagnose
+from proxy.exchange import Bodies, Exchange, WebSocketStats
+from proxy.failures import Failure, error_response
+from proxy.forward import Head, refusal, request_id, upstream_head
+from proxy.headers import HOP_BY_HOP, RawPairs, first_invalid_utf8
+from proxy.rules import rewrite
 from proxy.sse import SSETap
 
+if TYPE_CHECKING:
+    from proxy.connection import ClientConnection
+    from proxy.pool import ConnectError, UpstreamConnection
 
-class PassthroughResponse(web.StreamResponse):
-    """A response whose headers are the upstream's: aiohttp adds no Date, Server or Content-Type."""
+# Request body held while no upstream connection is ready yet, before the client pauses.
+PENDING_LIMIT = 256 * 1024
+# At most this many header lines in an upstream response head.
+MAX_HEADERS = 256
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-    async def _prepare_headers(self) -> None:
-        present = {name for name in _SERVER_DEFAULTS if name in self.headers}
-        await super()._prepare_headers()
-        for name in _SERVER_DEFAULTS - present:
-            self.headers.popall(name, None)
+# How the response body reaches the client.
+_NO_BODY = 0  # HEAD, 204, 304
+_LENGTH = 1  # the upstream's Content-Length, bytes as they come
+_CHUNKED = 2  # chunked, one chunk per read
+_UNTIL_CLOSE = 3  # an HTTP/1.0 client: the body ends when the connection does
+
+_RESPONSE_NOTABLE = {
+    b"content-type": 1,
+    b"content-length": 2,
+    b"transfer-encoding": 3,
+    b"connection": 4,
+    b"sec-websocket-accept": 5,
+}
 
 
-_SERVER_DEFAULTS = frozenset({"Date", "Server", "Content-Type"})
+class _BadResponseError(Exception):
+    pass
 
 
-async def relay(
-    request: web.Request, exchange: Exchange, upstream_response: aiohttp.ClientResponse
-) -> web.StreamResponse:
-    """Send the upstream's response on; the upstream connection is closed unless it finished."""
-    completed = False
-    try:
-        try:
-            headers = end_to_end(decode(upstream_response.raw_headers), request=False)
-        except HeaderNotUTF8Error as exc:
-            exchange.fail(Outcome.UPSTREAM_CUT, "upstream_bad_response")
-            return error_response(
-                502,
-                "upstream_bad_response",
-                f"the upstream's {exc}: it cannot be relayed unchanged",
-            )
-        exchange.status = upstream_response.status
-        exchange.response_headers = headers
-        content_type = upstream_response.headers.get("Content-Type", "")
-        tap = (
-            SSETap(lambda _kind, _summary: exchange.change())
-            if content_type.startswith("text/event-stream")
-            else None
+class Relay:
+    """One request on its way up and its response on its way back."""
+
+    __slots__ = (
+        "_accept",
+        "_codings",
+        "_delimited",
+        "_head_bytes",
+        "_heads",
+        "_header_count",
+        "_interim",
+        "_junk",
+        "_last_read",
+        "_length",
+        "_listed",
+        "_mode",
+        "_over",
+        "_parser",
+        "_pending",
+        "_pieces",
+        "_reason",
+        "_response_headers",
+        "_reusable",
+        "_sse",
+        "_timer",
+        "_timer_paused",
+        "body_done",
+        "client",
+        "exchange",
+        "finished",
+        "head",
+        "keep_alive",
+        "request_sent",
+        "response_done",
+        "response_started",
+        "started",
+        "tap",
+        "upstream",
+    )
+
+    def __init__(self, client: ClientConnection, head: Head) -> None:
+        self.client = client
+        self.head = head
+        self.keep_alive = head.keep_alive
+        listener = client.listener
+        self.exchange = Exchange(
+            request_id=request_id(head) or listener.new_request_id(),
+            method=head.method.decode("ascii"),
+            target=head.target.decode("latin-1"),
+            client=client.peer,
+            raw_request_headers=head.headers,
+            observers=listener.observers,
         )
-        exchange.sse = tap.summary if tap else None
-        exchange.change()
-        response = PassthroughResponse(
-            status=upstream_response.status,
-            reason=upstream_response.reason,
-            headers=CIMultiDict(headers),
+        if listener.record_bodies:
+            self.exchange.bodies = Bodies.capped(listener.record_bodies)
+        self._over = False
+        self.upstream: UpstreamConnection | None = None
+        self.started = False
+        self.finished = False
+        self.body_done = False
+        self.request_sent = False
+        self.response_started = False
+        self.response_done = False
+        self.tap: SSETap | None = None
+        # Request pieces not yet written upstream (framed as they will be sent).
+        self._pending: list[bytes] = []
+        # Response heads (1xx, then the answer's) and body pieces of the current read,
+        # not yet written to the client.
+        self._heads: list[bytes] = []
+        self._pieces: list[bytes] = []
+        self._parser: HttpResponseParser | None = None
+        self._reason = b""
+        self._response_headers: RawPairs = []
+        self._head_bytes = 0
+        self._header_count = 0
+        self._interim = False
+        self._mode = _LENGTH
+        self._junk = False
+        self._reusable = False
+        self._delimited = True
+        self._length: bytes | None = None
+        self._codings: bytes | None = None
+        self._listed: bytes | None = None
+        self._accept: bytes | None = None
+        self._sse = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_paused = False
+        self._last_read = 0.0
+
+    # --- The request.
+
+    def start(self) -> None:
+        """The request is next in line on its connection: refuse it, or send it upstream."""
+        self.started = True
+        client = self.client
+        listener = client.listener
+        head = self.head
+        exchange = self.exchange
+        if head.websocket:
+            exchange.websocket = WebSocketStats()
+        exchange.start()
+        refused = refusal(head)
+        if refused is not None:
+            failure, message = refused
+            self.fail(failure, message)
+            return
+        rewritten = rewrite(listener.rules, exchange.target)
+        exchange.upstream_target = rewritten.target
+        exchange.rule = rewritten.rule.name if rewritten.rule else None
+        if self._over or (head.length is not None and head.length > listener.max_body_size):
+            self._too_large()
+            return
+        target = (
+            head.target
+            if rewritten.rule is None
+            else rewritten.target.encode("latin-1", "surrogateescape")
         )
-        unwatch = _watch_connection(upstream_response)
-        try:
-            await response.prepare(request)
-            completed = await _copy_body(
-                request, exchange, upstream_response.content, response, tap
-            )
-        except ConnectionError:
-            exchange.fail(Outcome.CLIENT_DISCONNECTED, "client closed the connection")
-        finally:
-            unwatch()
-        return response
-    finally:
-        if completed:
-            upstream_response.release()
+        self._pending.insert(0, upstream_head(head, target, host=listener.origin.authority))
+        if head.continue_expected:
+            client.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not head.has_body:
+            self.body_done = True
+        listener.pool.acquire(self)
+
+    def body(self, piece: bytes) -> None:
+        """A piece of the request body, as llhttp un-framed it."""
+        if self.finished or self._over:
+            return
+        exchange = self.exchange
+        exchange.request_bytes += len(piece)
+        if exchange.request_bytes > self.client.listener.max_body_size:
+            # Nothing past the limit is ever sent: the answer is a 413 (see flush_request).
+            self._over = True
+            return
+        if self.head.chunked:
+            self._pending += (b"%x\r\n" % len(piece), piece, b"\r\n")
         else:
-            upstream_response.close()
+            self._pending.append(piece)
+        if exchange.bodies is not None:
+            exchange.bodies.request.add(piece)
 
+    def body_complete(self) -> None:
+        if self.finished:
+            return
+        if self.head.chunked:
+            self._pending.append(b"0\r\n\r\n")
+        self.body_done = True
 
-def _watch_connection(upstream_response: aiohttp.ClientResponse) -> Callable[[], None]:
-    """Make a body whose connection closes unfinished fail its reader.
+    def flush_request(self) -> None:
+        """Send what the client's last read brought; without a connection yet, hold it
+        (and stop reading from the client once that is too much)."""
+        if self._over:
+            self._too_large()
+            return
+        upstream = self.upstream
+        if upstream is None:
+            if not self.finished and sum(map(len, self._pending)) > PENDING_LIMIT:
+                self.client.pause_reading()
+            return
+        pending = self._pending
+        if pending:
+            assert upstream.transport is not None
+            upstream.transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
+            pending.clear()
+        if self.body_done and not self.request_sent:
+            self.request_sent = True
+            self._watch()
 
-    When an upstream's chunked framing breaks mid-body, aiohttp closes the connection but
-    leaves the body reader waiting (until the idle timeout); this turns that into the cut
-    it is. Returns the undo, so a kept-alive connection gathers no callbacks.
-    """
-    connection = upstream_response.connection
-    protocol = connection.protocol if connection is not None else None
-    closed = protocol.closed if protocol is not None else None
-    if closed is None:
-        return lambda: None  # already closed: its reader knows
-    content = upstream_response.content
+    # --- The pool's side.
 
-    def on_closed(future: asyncio.Future[None]) -> None:
-        if not future.cancelled():
-            future.exception()  # retrieved: it only says how the connection ended
-        if not content.is_eof() and content.exception() is None:
-            content.set_exception(
-                aiohttp.ClientPayloadError("the upstream connection closed mid-body")
+    def attach(self, upstream: UpstreamConnection) -> None:
+        if self.finished:
+            upstream.pool.release(upstream)
+            return
+        exchange = self.exchange
+        self.upstream = upstream
+        upstream.user = self
+        self._parser = HttpResponseParser(self)
+        # A pooled connection costs no connect; a new one says what its own cost.
+        exchange.connect_ms, upstream.connect_ms = upstream.connect_ms, 0.0
+        self.client.resume_reading()
+        self.flush_request()
+
+    def connect_failed(self, error: ConnectError) -> None:
+        if self.finished:
+            return
+        self.fail(error.failure, error.message, detail=error.detail)
+
+    # --- The upstream's side.
+
+    def upstream_data(self, data: bytes) -> None:
+        self._last_read = self.client.loop.time()
+        if not self.response_started:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.client.listener.max_head_size:
+                self._upstream_broken("its response head is larger than the limits allow")
+                return
+        parser = self._parser
+        assert parser is not None
+        try:
+            parser.feed_data(data)
+        except HttpParserUpgrade as upgrade:
+            self._flush_response()
+            if not self.finished:
+                self._upgraded(data[upgrade.args[0] :])
+            return
+        except HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _BadResponseError):
+                exc = cause
+            elif cause is not None:
+                raise cause from exc
+            self._flush_response()
+            self._upstream_broken(str(exc) or type(exc).__name__)
+            return
+        self._flush_response()
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        if self.finished:
+            return
+        if self.response_started and not self._delimited and exc is None:
+            # The body ends with the connection (the upstream sent no framing).
+            self.response_done = True
+            self._flush_response()
+            return
+        if self.response_started:
+            self._cut(Failure.CUT_MID_BODY)
+        else:
+            self.fail(
+                Failure.DISCONNECTED,
+                f"{self.client.listener.origin.url} closed the connection before answering",
             )
 
-    closed.add_done_callback(on_closed)
+    def upstream_write_paused(self) -> None:
+        self.client.pause_reading()
 
-    def unwatch() -> None:
-        closed.remove_done_callback(on_closed)
+    def upstream_write_resumed(self) -> None:
+        self.client.resume_reading()
 
-    return unwatch
+    # llhttp's callbacks: they only record.
 
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
 
-async def _copy_body(
-    request: web.Request,
-    exchange: Exchange,
-    content: aiohttp.StreamReader,
-    response: web.StreamResponse,
-    tap: SSETap | None,
-) -> bool:
-    """Copy body chunks as they arrive; False when the upstream cut or went silent."""
-    bodies = exchange.bodies
-    while True:
-        try:
-            chunk = await content.readany()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                exchange.fail(Outcome.TIMEOUT, "upstream_idle_timeout")
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if (
+            len(name) + len(value) > self.client.listener.max_header_size
+            or self._header_count > MAX_HEADERS
+        ):
+            raise _BadResponseError("a response header is larger than the limits allow")
+        self._response_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim_response(status)
+        else:
+            self._response_head(status)
+
+    def on_body(self, piece: bytes) -> None:
+        if self.response_done:
+            self._junk = True  # bytes after a body that was to have none
+            return
+        self._pieces.append(piece)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        # Read now: llhttp forgets it once the next message begins.
+        parser = self._parser
+        assert parser is not None
+        self._reusable = parser.should_keep_alive()
+        self.response_done = True
+
+    # --- Writing the response.
+
+    def _interim_response(self, status: int) -> None:
+        """A 1xx before the answer: 103 Early Hints and the like are relayed; 100 was this
+        hop's to send (it answered Expect itself)."""
+        self._interim = True
+        headers, self._response_headers = self._response_headers, []
+        reason, self._reason = self._reason, b""
+        self._header_count = 0
+        if status == 100:
+            return
+        version = b"HTTP/1.0" if self.head.version == "1.0" else b"HTTP/1.1"
+        parts = [version, b" %d " % status, reason, b"\r\n"]
+        for name, value in headers:
+            if name.lower() not in HOP_BY_HOP:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        self._heads.append(b"".join(parts))
+
+    def _response_head(self, status: int) -> None:
+        headers = self._response_headers
+        self._scan_response(headers)
+        invalid = first_invalid_utf8(headers)
+        if invalid is not None:
+            raise _BadResponseError(
+                f"header {invalid.decode('ascii', 'replace')!r} is not valid UTF-8: "
+                "it cannot be relayed unchanged"
+            )
+        head = self.head
+        if status == 101:
+            if not head.websocket:
+                raise _BadResponseError("101 Switching Protocols to a request that asked none")
+            self._check_accept()
+        codings = self._codings
+        if codings is not None and codings.strip().lower() != b"chunked":
+            raise _BadResponseError(f"unsupported Transfer-Encoding {codings.decode('latin-1')!r}")
+        http10 = head.version == "1.0"
+        if status == 101 or head.method == b"HEAD" or status in (204, 304):
+            mode = _NO_BODY
+        elif codings is None and self._length is not None:
+            mode = _LENGTH
+        else:
+            mode = _UNTIL_CLOSE if http10 else _CHUNKED
+            # No framing at all: the upstream's body ends when its connection does.
+            self._delimited = codings is not None
+        self._mode = mode
+        close = not self.keep_alive or mode == _UNTIL_CLOSE
+        if close:
+            self.keep_alive = False
+        exchange = self.exchange
+        exchange.headers_ms = exchange.elapsed_ms()
+        reason = self._reason
+        exchange.respond(status, reason.decode("latin-1"), headers)
+        if self._sse:
+            exchange.sse = (self.tap or self._new_tap()).summary
+        if status == 101:
+            return  # the tunnel writes the 101 itself, once it is sure of it
+        parts = [b"HTTP/1.0 " if http10 else b"HTTP/1.1 ", b"%d " % status, reason, b"\r\n"]
+        drop = HOP_BY_HOP
+        if self._listed is not None:
+            drop = drop | frozenset(
+                token.strip().lower() for token in self._listed.split(b",") if token.strip()
+            )
+        for name, value in headers:
+            if name.lower() not in drop:
+                parts += (name, b": ", value, b"\r\n")
+        if mode == _CHUNKED:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if close and not http10:
+            parts.append(b"Connection: close\r\n")
+        elif not close and http10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self._heads.append(b"".join(parts))
+        self.response_started = True
+        if mode == _NO_BODY:
+            # A HEAD's answer may announce a length it never sends: done at its head.
+            assert self._parser is not None
+            self._reusable = self._parser.should_keep_alive()
+            self.response_done = True
+
+    def _scan_response(self, headers: RawPairs) -> None:
+        notable = _RESPONSE_NOTABLE
+        for name, value in headers:
+            kind = notable.get(name.lower())
+            if kind is None:
+                continue
+            if kind == 1:
+                self._sse = value[:17].lower() == b"text/event-stream"
+            elif kind == 2:
+                self._length = value
+            elif kind == 3:
+                self._codings = value if self._codings is None else self._codings + b"," + value
+            elif kind == 4:
+                self._listed = value if self._listed is None else self._listed + b"," + value
             else:
-                exchange.fail(Outcome.UPSTREAM_CUT, "upstream_cut_mid_body")
-            cut(request)
-            return False
-        if not chunk:
-            break
-        if exchange.first_byte_ms is None:
-            exchange.first_byte_ms = round((time.perf_counter() - exchange.started) * 1000, 3)
-        exchange.response_bytes += len(chunk)
-        await response.write(chunk)
-        # The tap reads after the write: it never delays the bytes it looks at.
-        if tap is not None:
-            tap.feed(chunk)  # tells observers on each event
+                self._accept = value.strip()
+
+    def _check_accept(self) -> None:
+        key = self.head.ws_key
+        assert key is not None
+        expected = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())  # noqa: S324 - RFC 6455
+        if self._accept != expected:
+            raise _BadResponseError("Sec-WebSocket-Accept does not match the key")
+
+    def _new_tap(self) -> SSETap:
+        exchange = self.exchange
+        self.tap = SSETap(lambda _kind, _summary: exchange.change())
+        return self.tap
+
+    def _flush_response(self) -> None:
+        """Write what this read produced in one go, then let the tap and observers see it."""
+        if self.finished:
+            return
+        heads, pieces = self._heads, self._pieces
+        out: list[bytes] = []
+        if heads:
+            out += heads
+            heads.clear()
+        if pieces:
+            self._pieces = []
+            size = sum(map(len, pieces))
+            exchange = self.exchange
+            if exchange.first_byte_ms is None:
+                exchange.first_byte_ms = exchange.elapsed_ms()
+            exchange.response_bytes += size
+            if self._mode == _CHUNKED:
+                out += (b"%x\r\n" % size, *pieces, b"\r\n")
+            else:
+                out += pieces
+        if self.response_done and self._mode == _CHUNKED:
+            out.append(b"0\r\n\r\n")
+        if out:
+            self.client.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if pieces:
+            # The tap reads after the write: it never delays the bytes it looks at.
+            tap = self.tap
+            bodies = self.exchange.bodies
+            for piece in pieces:
+                if tap is not None:
+                    tap.feed(piece)
+                if bodies is not None:
+                    bodies.response.add(piece)
+            if tap is None:
+                self.exchange.change()  # a plain body: its byte count moves
+        if self.response_done:
+            self._complete()
+
+    def _complete(self) -> None:
+        """The response is through: give the connection back if it can serve another."""
+        reusable = (
+            self.upstream is not None
+            and self.request_sent
+            and self._delimited
+            and not self._junk
+            and self._reusable
+        )
+        if not self.body_done:
+            # The upstream answered before the client finished sending: the rest of the
+            # body cannot be told from a next request, so this connection ends here.
+            self.keep_alive = False
+        if self.tap is not None:
+            self.tap.close()
+        self._release(reusable=reusable)
+        self.finish()
+
+    # --- Failures.
+
+    def fail(self, failure: Failure, message: str, *, detail: str | None = None) -> None:
+        """Answer with the proxy's own error if nothing of a response is out yet, else cut."""
+        if self.finished:
+            return
+        if self.response_started:
+            self._cut(failure, detail=detail)
+            return
+        exchange = self.exchange
+        exchange.fail(failure, detail=detail)
+        status = failure.status
+        assert status is not None
+        exchange.status = status
+        close = (
+            not self.keep_alive
+            or not self.body_done
+            or failure.outcome == "rejected"
+            or self.head.websocket
+        )
+        if close:
+            self.keep_alive = False
+        self._heads.clear()
+        self._pieces.clear()
+        self.client.transport.write(error_response(status, failure.code, message, close=close))
+        self._release(reusable=False)
+        self.finish()
+
+    def _too_large(self) -> None:
+        limit = self.client.listener.max_body_size
+        exchange = self.exchange
+        message = f"the request body is larger than limits.max_body_size ({limit} bytes)"
+        if self.response_started:
+            self._cut(Failure.TOO_LARGE)
+            return
+        self._pending.clear()
+        self.keep_alive = False
+        self.fail(Failure.TOO_LARGE, message)
+        exchange.limit = "limits.max_body_size"
+
+    def _upstream_broken(self, reason: str) -> None:
+        if self.response_started:
+            self._cut(Failure.CUT_MID_BODY, detail=reason)
         else:
-            exchange.change()  # a plain body: its byte count moves
-        if bodies is not None:
-            bodies.response.add(chunk)
-    if tap is not None:
-        tap.close()
-    await response.write_eof()
-    return True
+            self.fail(
+                Failure.BAD_RESPONSE,
+                f"{self.client.listener.origin.url} sent a malformed response: {reason}",
+                detail=reason,
+            )
 
+    def _cut(self, failure: Failure, *, detail: str | None = None) -> None:
+        """Close the client connection so it sees an incomplete response, never a clean end."""
+        exchange = self.exchange
+        exchange.fail(failure, detail=detail)
+        self.keep_alive = False
+        self._pieces.clear()
+        self.client.transport.close()
+        self._release(reusable=False)
+        self.finish()
 
-def cut(request: web.Request) -> None:
-    """Close the client connection so it sees an incomplete response, never a clean end."""
-    transport = request.transport
-    if transport is not None:
-        transport.close()
+    def client_lost(self) -> None:
+        """The client's connection closed under this request."""
+        if self.finished:
+            return
+        self.keep_alive = False
+        if not self.started:
+            self.finished = True
+            return
+        if self.exchange.cause is None:
+            self.exchange.fail(Failure.CLIENT_GONE)
+        self._release(reusable=False)
+        self.finish()
+
+    # --- Timing out a silent upstream.
+
+    def _watch(self) -> None:
+        """From the moment the request is sent, the upstream may stay silent for at most
+        upstream.idle_timeout; a stream may go on as long as it keeps talking."""
+        loop = self.client.loop
+        self._last_read = loop.time()
+        if self._timer is None and not self.finished:
+            self._timer = loop.call_later(self.client.listener.idle_timeout, self._check_silence)
+
+    def _check_silence(self) -> None:
+        self._timer = None
+        if self.finished:
+            return
+        loop = self.client.loop
+        idle_timeout = self.client.listener.idle_timeout
+        silent_for = loop.time() - self._last_read
+        if self._timer_paused or silent_for < idle_timeout:
+            self._timer = loop.call_later(
+                idle_timeout - (0.0 if self._timer_paused else silent_for), self._check_silence
+            )
+            return
+        if self.response_started:
+            self._cut(Failure.SILENT_MID_BODY)
+        else:
+            self.fail(
+                Failure.NO_RESPONSE,
+                f"{self.client.listener.origin.url} sent no response within {idle_timeout:g} s",
+            )
+
+    def client_write_paused(self) -> None:
+        """The client reads slower than the upstream sends: stop reading the upstream."""
+        self._timer_paused = True
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None and not upstream.closed:
+            upstream.transport.pause_reading()
+
+    def client_write_resumed(self) -> None:
+        self._timer_paused = False
+        self._last_read = self.client.loop.time()
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None and not upstream.closed:
+            upstream.transport.resume_reading()
+
+    # --- The end.
+
+    def _upgraded(self, rest: bytes) -> None:
+        """The upstream switched to WebSocket: from here on, bytes pass both ways."""
+        from proxy.tunnel import Tunnel  # noqa: PLC0415 - only sessions need it
+
+        upstream = self.upstream
+        exchange = self.exchange
+        assert upstream is not None and exchange is not None
+        self._cancel_timer()
+        self.finished = True
+        self.upstream = None
+        Tunnel.open(self.client, upstream, exchange, self._reason, self._response_headers, rest)
+
+    def _release(self, *, reusable: bool) -> None:
+        self._cancel_timer()
+        upstream, self.upstream = self.upstream, None
+        if upstream is None:
+            self.client.listener.pool.forget(self)
+            return
+        upstream.user = None
+        if reusable:
+            upstream.pool.release(upstream)
+        else:
+            upstream.abort() if not self.response_done else upstream.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._pending.clear()
+        exchange = self.exchange
+        listener = self.client.listener
+        exchange.diagnosis = diagnose(
+            exchange, upstream_host=listener.origin.host, rules=listener.rules
+        )
+        exchange.end()
+        self.client.relay_done(self)

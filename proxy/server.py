@@ -4,51 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
 
 import structlog
-from aiohttp import http_parser, web
 
 from proxy import __version__
-from proxy.app import create_app
-from proxy.lifecycle import LIFECYCLE
-from proxy.protocol import ConnectionGate, ProxyRunner
+from proxy.app import create_proxy
 from proxy.settings import Settings, is_loopback, redact_url
 
 
 class StartupError(Exception):
     """The proxy cannot start; the message says why and what to do."""
-
-
-def check_parser() -> None:
-    """Refuse the pure-Python HTTP parser: it has a history of request-smuggling bugs."""
-    if http_parser.HttpRequestParser.__module__ != "aiohttp._http_parser":
-        raise StartupError(
-            "aiohttp's C HTTP parser is not in use (AIOHTTP_NO_EXTENSIONS is set, or the "
-            "aiohttp wheel for this platform lacks it); the pure-Python parser has a history "
-            "of request-smuggling bugs. Unset AIOHTTP_NO_EXTENSIONS or reinstall aiohttp "
-            "from a binary wheel."
-        )
-
-
-def handler_options(settings: Settings) -> dict[str, Any]:
-    """aiohttp's per-connection options, shared by the real server and the tests' servers."""
-    return {
-        # The canonical request line replaces aiohttp's access log.
-        "access_log": None,
-        # A zstd or gzip body is forwarded as bytes, never inflated (or refused) here.
-        "auto_decompress": False,
-        # A client that leaves cancels its upstream request at once.
-        "handler_cancellation": True,
-        "max_line_size": settings.limits.max_header_size,
-        "max_field_size": settings.limits.max_header_size,
-        # aiohttp's default keeps an idle client connection an hour.
-        "keepalive_timeout": settings.limits.keepalive_timeout,
-        "gate": ConnectionGate(
-            max_connections=settings.limits.max_connections,
-            header_timeout=settings.limits.header_timeout,
-        ),
-    }
 
 
 def check_inspector(settings: Settings) -> None:
@@ -67,29 +32,19 @@ def check_inspector(settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    check_parser()
     check_inspector(settings)
     log = structlog.get_logger("proxy")
-    app = create_app(settings)
-    lifecycle = app[LIFECYCLE]
-    runner = ProxyRunner(
-        app,
-        handle_signals=False,
-        # serve() drains in-flight exchanges itself first; what is left is cancelled, and
-        # gets this long to unwind (0 would mean no limit to aiohttp).
-        shutdown_timeout=1.0,
-        **handler_options(settings),
-    )
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.listen.host, settings.listen.port)
+        listener, lifecycle = create_proxy(settings)
+    except OSError as exc:
+        raise StartupError(f"cannot prepare {exc.filename}: {exc.strerror}") from None
+    try:
         try:
-            await site.start()
+            addresses = await listener.start(settings.listen.host, settings.listen.port)
         except OSError as exc:
             raise StartupError(
                 f"cannot listen on {settings.listen.host}:{settings.listen.port}: {exc.strerror}"
             ) from None
-        addresses = [_address(sockname) for sockname in runner.addresses]
         log.info(
             "listening",
             version=__version__,
@@ -106,27 +61,47 @@ async def serve(settings: Settings) -> None:
                 host=settings.listen.host,
             )
         stop = asyncio.Event()
+        stop_now = asyncio.Event()
 
-        def begin_shutdown() -> None:
+        def on_signal(signum: signal.Signals) -> None:
+            if stop.is_set():
+                if signum == signal.SIGINT:
+                    # A second Ctrl-C: the person at the terminal does not want to wait.
+                    stop_now.set()
+                return
             # Not ready from this moment: an orchestrator stops routing new work here.
             lifecycle.ready = False
             stop.set()
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, begin_shutdown)
+            loop.add_signal_handler(signum, on_signal, signum)
         await stop.wait()
-        for running in list(runner.sites):
-            await running.stop()
+        listener.stop_accepting()
         in_flight = lifecycle.in_flight
-        log.info("shutting down", in_flight=in_flight, grace_s=settings.shutdown.grace)
-        cut = await lifecycle.drain(settings.shutdown.grace)
+        grace = settings.shutdown.grace
+        log.info(
+            "shutting down",
+            in_flight=in_flight,
+            grace_s=grace,
+            waiting=_waiting(in_flight, grace),
+        )
+        cut = await lifecycle.drain(grace, stop_now=stop_now)
+        if cut:
+            listener.cut()
+            # What was cut ends on the loop's next turns: let its log lines be written.
+            await lifecycle.drain(1.0)
     finally:
-        await runner.cleanup()
+        await listener.close()
     log.info("stopped", drained=in_flight - cut, cut=cut)
 
 
-def _address(sockname: object) -> str:
-    assert isinstance(sockname, tuple)
-    host, port = sockname[0], sockname[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _waiting(in_flight: int, grace: float) -> str:
+    """What shutdown waits for, in words, and how to stop waiting."""
+    if not in_flight:
+        return "nothing in flight"
+    noun = "exchange" if in_flight == 1 else "exchanges"
+    return (
+        f"waiting up to {grace:g} s for {in_flight} {noun} in flight to finish; "
+        "press Ctrl-C again to stop now"
+    )

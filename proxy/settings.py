@@ -18,6 +18,8 @@ from yarl import URL
 from proxy.rules import DEFAULT_RULES, Rule
 
 ENV_PREFIX = "CODEX_PATH_PROXY_"
+# Reserved for the proxy's own endpoints (`/_proxy` itself too): never forwarded.
+CONTROL_PREFIX = "/_proxy/"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")

@@ -5,16 +5,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
-from aiohttp.web_runner import BaseRunner
 from pytest_aiohttp import AiohttpServer
 
-from proxy.app import create_app
-from proxy.protocol import ProxyRunner
-from proxy.server import handler_options
-from proxy.track import OBSERVERS
+from proxy.app import create_proxy
 from tests.fake_upstream import FakeUpstream
-from tests.harness import RECORDER, Recorder, StartProxy, settings_for
+from tests.harness import Recorder, RunningProxy, StartProxy, settings_for
 
 
 @pytest.fixture
@@ -29,37 +24,26 @@ async def fake(aiohttp_server: AiohttpServer) -> FakeUpstream:
     return upstream
 
 
-class ProxyTestServer(TestServer):
-    """A TestServer running the app the way serve() does, with the proxy's runner."""
-
-    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        return ProxyRunner(self.app, **kwargs)
-
-
 @pytest.fixture
 async def start_proxy(fake: FakeUpstream) -> AsyncIterator[StartProxy]:
-    servers: list[TestServer] = []
+    proxies: list[RunningProxy] = []
 
-    async def start(upstream_url: str | None = None, **sections: dict[str, Any]) -> TestServer:
+    async def start(upstream_url: str | None = None, **sections: dict[str, Any]) -> RunningProxy:
         settings = settings_for(upstream_url or fake.url, **sections)
-        options = handler_options(settings)
-        # TestServer always passes handler_cancellation=True itself.
-        assert options.pop("handler_cancellation") is True
-        app = create_app(settings)
-        app[RECORDER] = watcher = Recorder()
-        app[OBSERVERS] = (*app[OBSERVERS], watcher)
-        server = ProxyTestServer(app, port=None)
-        servers.append(server)
-        await server.start_server(**options)
-        return server
+        watcher = Recorder()
+        listener, lifecycle = create_proxy(settings, extra=(watcher,))
+        [address] = await listener.start("127.0.0.1", 0)
+        running = RunningProxy(listener, lifecycle, watcher, int(address.rsplit(":", 1)[1]))
+        proxies.append(running)
+        return running
 
     yield start
-    for server in servers:
-        await server.close()
+    for running in proxies:
+        await running.close()
 
 
 @pytest.fixture
-async def proxy(start_proxy: StartProxy) -> TestServer:
+async def proxy(start_proxy: StartProxy) -> RunningProxy:
     return await start_proxy()
 
 

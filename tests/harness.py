@@ -8,29 +8,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from proxy.capture import Capture
-from proxy.exchange import Exchange
+from proxy.exchange import Exchange, Observer
+from proxy.lifecycle import Lifecycle
+from proxy.listener import Listener
 from proxy.settings import Settings
-from proxy.track import OBSERVERS
-
-StartProxy = Callable[..., Awaitable[TestServer]]
 
 
-class Recorder:
+class Recorder(Observer):
     """An observer the tests add last: exchanges that ended, awaitable by count."""
 
     def __init__(self) -> None:
         self.ended_exchanges: list[Exchange] = []
         self._changed = asyncio.Condition()
-
-    def started(self, exchange: Exchange) -> None:
-        pass
-
-    def changed(self, exchange: Exchange) -> None:
-        pass
 
     def ended(self, exchange: Exchange) -> None:
         self.ended_exchanges.append(exchange)
@@ -46,15 +38,35 @@ class Recorder:
         return self.ended_exchanges
 
 
-RECORDER = web.AppKey("test-recorder", Recorder)
+@dataclass(slots=True, eq=False)
+class RunningProxy:
+    """A proxy listening on 127.0.0.1 in the test's own loop, as `serve` runs it."""
+
+    listener: Listener
+    lifecycle: Lifecycle
+    recorder: Recorder
+    port: int
+
+    def make_url(self, path: str) -> URL:
+        url = URL(path)
+        assert not url.absolute
+        return URL(f"http://127.0.0.1:{self.port}").join(url)
+
+    async def close(self) -> None:
+        await self.listener.close()
 
 
-def recorder(server: TestServer) -> Recorder:
-    return server.app[RECORDER]
+StartProxy = Callable[..., Awaitable[RunningProxy]]
 
 
-def capture_of(server: TestServer) -> Capture:
-    return next(o for o in server.app[OBSERVERS] if isinstance(o, Capture))
+def recorder(server: RunningProxy) -> Recorder:
+    return server.recorder
+
+
+def capture_of(server: RunningProxy) -> Capture:
+    capture = server.listener.observers.find(Capture)
+    assert capture is not None
+    return capture
 
 
 def settings_for(upstream_url: str, **sections: dict[str, Any]) -> Settings:

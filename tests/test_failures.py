@@ -16,11 +16,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import StartProxy, parse_response, raw_request, read_head_and_body
+from tests.harness import RunningProxy, StartProxy, parse_response, raw_request, read_head_and_body
 
 SSE_HEADERS = {"Content-Type": "text/event-stream"}
 
@@ -58,7 +57,7 @@ def request_lines(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[s
 
 
 async def expect_error(
-    proxy: TestServer, status: int, code: str, data: bytes | None = None
+    proxy: RunningProxy, status: int, code: str, data: bytes | None = None
 ) -> dict[str, Any]:
     request = (
         data
@@ -178,7 +177,7 @@ def reset(request: web.Request) -> None:
 
 @pytest.mark.parametrize("ending", ["close", "reset"])
 async def test_upstream_cut_mid_stream_reaches_client_as_a_cut(
-    proxy: TestServer, fake: FakeUpstream, ending: str
+    proxy: RunningProxy, fake: FakeUpstream, ending: str
 ) -> None:
     async def cut(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -208,7 +207,7 @@ async def test_upstream_cut_mid_stream_reaches_client_as_a_cut(
 
 
 async def test_upstream_short_content_length_reaches_client_as_a_cut(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     fake.answer_raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
     response = parse_response(await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"))
@@ -252,7 +251,7 @@ async def test_upstream_silent_mid_stream_reaches_client_as_a_cut(
     ],
 )
 async def test_broken_upstream_before_headers_is_502_json(
-    proxy: TestServer, fake: FakeUpstream, script: bytes, code: str
+    proxy: RunningProxy, fake: FakeUpstream, script: bytes, code: str
 ) -> None:
     fake.answer_raw(script)
     await expect_error(proxy, 502, code)
@@ -275,7 +274,7 @@ async def streaming_fake(fake: FakeUpstream, *, before_headers: bool) -> None:
 
 @pytest.mark.parametrize("before_headers", [True, False])
 async def test_client_disconnect_cancels_upstream_at_once(
-    proxy: TestServer, fake: FakeUpstream, before_headers: bool
+    proxy: RunningProxy, fake: FakeUpstream, before_headers: bool
 ) -> None:
     await streaming_fake(fake, before_headers=before_headers)
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
@@ -296,7 +295,7 @@ async def test_client_disconnect_cancels_upstream_at_once(
 
 
 async def test_client_leaving_mid_upload_cancels_the_upstream_request(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     upstream_got = bytearray()
 
@@ -330,7 +329,7 @@ async def test_client_leaving_mid_upload_cancels_the_upstream_request(
 
 
 async def test_upstream_header_that_cannot_be_relayed_unchanged_is_502(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     fake.answer_raw(b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\nContent-Length: 0\r\n\r\n")
     error = await expect_error(proxy, 502, "upstream_bad_response")
@@ -382,7 +381,7 @@ async def test_dns_failure_is_502_json_with_the_cause_logged() -> None:
 
 
 async def test_upstream_reset_before_headers_is_502_json(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     async def resets(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -396,7 +395,7 @@ async def test_upstream_reset_before_headers_is_502_json(
 
 
 async def test_broken_chunked_framing_mid_body_reaches_client_as_a_cut(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     async def broken(request: web.Request) -> web.StreamResponse:
         await fake.record(request)

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 from structlog.testing import capture_logs
 
@@ -25,6 +24,7 @@ from proxy.settings import Settings, keys
 from tests.fake_upstream import CANONICAL, MINIMAL_SSE, FakeUpstream
 from tests.harness import (
     RawResponse,
+    RunningProxy,
     StartProxy,
     parse_response,
     raw_request,
@@ -174,7 +174,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_request_is_refused_and_what_follows_is_never_a_request(
-    proxy: TestServer, fake: FakeUpstream, data: bytes
+    proxy: RunningProxy, fake: FakeUpstream, data: bytes
 ) -> None:
     with capture_logs() as logs:
         raw = await raw_request(proxy.port, data + SMUGGLED)
@@ -186,7 +186,7 @@ async def test_malformed_request_is_refused_and_what_follows_is_never_a_request(
 
 
 async def test_malformed_request_after_a_good_one_on_the_same_connection(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     try:
@@ -203,7 +203,7 @@ async def test_malformed_request_after_a_good_one_on_the_same_connection(
 
 
 async def test_pipelined_requests_reach_the_upstream_intact_and_in_order(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     body = b'{"model":"gpt-5","input":"two"}'
     data = (
@@ -241,7 +241,7 @@ async def test_pipelined_requests_reach_the_upstream_intact_and_in_order(
     ],
 )
 async def test_a_request_inside_a_body_stays_body(
-    proxy: TestServer, fake: FakeUpstream, framing: bytes
+    proxy: RunningProxy, fake: FakeUpstream, framing: bytes
 ) -> None:
     data = b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" + framing
     [response] = split_responses(await raw_request(proxy.port, data))
@@ -283,7 +283,7 @@ LEGACY = "/backend-api/responses"
     ],
 )
 async def test_odd_paths_pass_raw_and_never_pick_a_host(
-    proxy: TestServer, fake: FakeUpstream, other: FakeUpstream, target: str, rule: str | None
+    proxy: RunningProxy, fake: FakeUpstream, other: FakeUpstream, target: str, rule: str | None
 ) -> None:
     target = target.format(other=other.port)
     # Only the legacy prefix itself is ever replaced; the rest goes on byte for byte.
@@ -316,7 +316,7 @@ async def test_big_cookie_and_token_pass_unchanged(
     ]
 
 
-async def test_big_response_headers_pass_unchanged(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_big_response_headers_pass_unchanged(proxy: RunningProxy, fake: FakeUpstream) -> None:
     cookies = ["a=" + "x" * (48 * 1024), "b=" + "y" * (40 * 1024)]
 
     async def big_cookies(request: web.Request) -> web.StreamResponse:
@@ -509,7 +509,7 @@ async def test_malformed_request_never_writes_its_secrets_to_the_log(fake: FakeU
 
 
 async def test_a_client_trickling_its_head_does_not_hold_up_others(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     head = b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"s" * 10000
     started = asyncio.Event()
@@ -540,7 +540,7 @@ async def test_a_client_trickling_its_head_does_not_hold_up_others(
 
 
 async def test_idle_and_half_open_connections_do_not_block_a_real_request(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     writers: list[asyncio.StreamWriter] = []
     try:

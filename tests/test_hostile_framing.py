@@ -8,7 +8,6 @@ import re
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpServer
@@ -16,7 +15,13 @@ from structlog.testing import capture_logs
 
 from proxy.rules import Rule, rewrite
 from tests.fake_upstream import FakeUpstream
-from tests.harness import StartProxy, raw_request, read_head_and_body, read_until_closed
+from tests.harness import (
+    RunningProxy,
+    StartProxy,
+    raw_request,
+    read_head_and_body,
+    read_until_closed,
+)
 from tests.test_hostile import refused, rejections, running, split_responses
 
 # --- Slow and idle connections.
@@ -79,7 +84,7 @@ async def test_encoded_line_breaks_in_the_path_pass_raw(
     ],
 )
 async def test_target_that_is_not_a_path_is_refused_and_logged(
-    proxy: TestServer, fake: FakeUpstream, request_line: bytes
+    proxy: RunningProxy, fake: FakeUpstream, request_line: bytes
 ) -> None:
     data = request_line + b"\r\nHost: a\r\nConnection: close\r\n\r\n"
     with capture_logs() as logs:
@@ -90,7 +95,7 @@ async def test_target_that_is_not_a_path_is_refused_and_logged(
     assert (line["cause"], line["status"]) == ("bad_request", 400)
 
 
-async def test_connect_refusal_is_logged(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_connect_refusal_is_logged(proxy: RunningProxy, fake: FakeUpstream) -> None:
     with capture_logs() as logs:
         refused(await raw_request(proxy.port, b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n"), 405)
     [line] = rejections(logs)
@@ -102,7 +107,7 @@ async def test_connect_refusal_is_logged(proxy: TestServer, fake: FakeUpstream) 
 
 
 async def test_transfer_coding_other_than_chunked_is_501(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     data = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
     with capture_logs() as logs:
@@ -113,7 +118,7 @@ async def test_transfer_coding_other_than_chunked_is_501(
 
 
 async def test_http10_request_with_transfer_encoding_is_refused(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
     data = b"POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
@@ -129,7 +134,7 @@ async def test_http10_request_with_transfer_encoding_is_refused(
     ],
 )
 async def test_unsupported_http_version_is_505(
-    proxy: TestServer, fake: FakeUpstream, data: bytes
+    proxy: RunningProxy, fake: FakeUpstream, data: bytes
 ) -> None:
     refused(await raw_request(proxy.port, data), 505)
     assert fake.received == []

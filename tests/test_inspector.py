@@ -20,19 +20,24 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from proxy import redact
-from proxy.exchange import Exchange
+from proxy.exchange import Exchange, Observers
 from proxy.inspector import Inspector
 from proxy.inspector.feed import Feed
 from proxy.inspector.record import Timeline, har_name, record, scrub, servable
 from proxy.inspector.ring import Ring
 from proxy.inspector.routes import loopback_host, trusted_host
 from proxy.sse import StreamSummary
-from proxy.track import OBSERVERS
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import StartProxy, capture_of, parse_response, raw_request, recorder
+from tests.harness import (
+    RunningProxy,
+    StartProxy,
+    capture_of,
+    parse_response,
+    raw_request,
+    recorder,
+)
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJpbnNwZWN0b3ItdXNlciJ9.aW5zcGVjdG9yLXNpZ25hdHVyZQ"
 ACCOUNT = "7f6e5d4c-1111-2222-3333-444455556666"
@@ -122,17 +127,19 @@ class Events:
 
 
 @pytest.fixture
-async def inspected(start_proxy: StartProxy) -> TestServer:
+async def inspected(start_proxy: StartProxy) -> RunningProxy:
     return await start_proxy(inspector={"enabled": True})
 
 
-def inspector_of(server: TestServer) -> Inspector:
-    return next(o for o in server.app[OBSERVERS] if isinstance(o, Inspector))
+def inspector_of(server: RunningProxy) -> Inspector:
+    inspector = server.listener.observers.find(Inspector)
+    assert inspector is not None
+    return inspector
 
 
 @contextlib.asynccontextmanager
 async def open_events(
-    client: aiohttp.ClientSession, server: TestServer
+    client: aiohttp.ClientSession, server: RunningProxy
 ) -> AsyncIterator[tuple[Events, dict[str, Any]]]:
     """Subscribe as a page does; the first message is the snapshot of the ring."""
     async with client.get(server.make_url("/_proxy/events")) as response:
@@ -311,7 +318,11 @@ async def test_changes_are_throttled_and_the_final_state_is_always_published() -
     inspector = Inspector(ring_size=10, interval=0.1)
     page = inspector.feed.subscribe(on_drop=lambda: None)
     exchange = Exchange(
-        request_id="r1", method="POST", target=LEGACY, observers=(inspector,), sse=StreamSummary()
+        request_id="r1",
+        method="POST",
+        target=LEGACY,
+        observers=Observers((inspector,)),
+        sse=StreamSummary(),
     )
     assert exchange.sse is not None
     exchange.start()
@@ -351,7 +362,7 @@ async def test_without_a_page_nothing_is_scheduled_and_the_ring_still_fills() ->
     inspector = Inspector(ring_size=2)
     for n in range(3):
         exchange = Exchange(
-            request_id="same", method="GET", target=f"/p{n}", observers=(inspector,)
+            request_id="same", method="GET", target=f"/p{n}", observers=Observers((inspector,))
         )
         exchange.start()
         exchange.change()
@@ -371,13 +382,19 @@ async def test_without_a_page_nothing_is_scheduled_and_the_ring_still_fills() ->
 async def test_an_exchange_evicted_while_running_or_ending_is_forgotten() -> None:
     inspector = Inspector(ring_size=1)
     page = inspector.feed.subscribe(on_drop=lambda: None)
-    running = Exchange(request_id="a", method="GET", target="/long", observers=(inspector,))
+    running = Exchange(
+        request_id="a", method="GET", target="/long", observers=Observers((inspector,))
+    )
     running.start()
-    ending = Exchange(request_id="b", method="GET", target="/short", observers=(inspector,))
+    ending = Exchange(
+        request_id="b", method="GET", target="/short", observers=Observers((inspector,))
+    )
     ending.start()
     ending.end()
     # Evicts both: one still running, one whose final record is not built yet.
-    Exchange(request_id="c", method="GET", target="/next", observers=(inspector,)).start()
+    Exchange(
+        request_id="c", method="GET", target="/next", observers=Observers((inspector,))
+    ).start()
     running.change()
     running.end()
     async with asyncio.timeout(5):
@@ -391,18 +408,18 @@ async def test_an_exchange_evicted_while_running_or_ending_is_forgotten() -> Non
 
 
 async def test_off_by_default_and_the_prefix_is_never_forwarded(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     for path in ("/_proxy/", "/_proxy/events", "/_proxy/inspector.js"):
         async with client.get(proxy.make_url(path)) as response:
             assert response.status == 404
             assert (await response.json())["error"]["code"] == "not_found"
-    assert not any(isinstance(o, Inspector) for o in proxy.app[OBSERVERS])
+    assert proxy.listener.observers.find(Inspector) is None
     assert fake.received == []
 
 
 async def test_page_and_assets_are_self_contained_with_a_strict_policy(
-    inspected: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    inspected: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     kinds = {
         "/_proxy/": "text/html; charset=utf-8",
@@ -428,7 +445,9 @@ async def test_page_and_assets_are_self_contained_with_a_strict_policy(
     assert fake.received == []
 
 
-async def test_requests_not_addressed_to_a_loopback_host_are_refused(inspected: TestServer) -> None:
+async def test_requests_not_addressed_to_a_loopback_host_are_refused(
+    inspected: RunningProxy,
+) -> None:
     """A page elsewhere that rebinds its host name to 127.0.0.1 still sends its own Host."""
     cases = [
         ("/_proxy/", "evil.example:8780", 403),
@@ -447,7 +466,7 @@ async def test_requests_not_addressed_to_a_loopback_host_are_refused(inspected: 
 
 
 async def test_the_event_stream_shows_a_legacy_stream_live_and_redacted(
-    inspected: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    inspected: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     stream = GatedStream(fake).install()
     async with open_events(client, inspected) as (events, snapshot):
@@ -502,7 +521,7 @@ async def test_the_event_stream_shows_a_legacy_stream_live_and_redacted(
 
 
 async def test_a_cut_stream_ends_as_cut_with_its_diagnosis(
-    inspected: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    inspected: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     stream = GatedStream(fake).install()
     stream.push("response.created", response={"id": "resp_1"})
@@ -524,7 +543,7 @@ async def test_a_cut_stream_ends_as_cut_with_its_diagnosis(
 
 
 async def test_a_websocket_session_shows_its_frames(
-    inspected: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    inspected: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     async with open_events(client, inspected) as (events, _):
         async with client.ws_connect(inspected.make_url(LEGACY), headers=CLIENT_HEADERS) as ws:
@@ -561,7 +580,7 @@ async def test_the_ring_keeps_the_newest_exchanges(
 
 
 async def test_a_page_that_stops_reading_is_dropped_and_never_slows_forwarding(
-    inspected: TestServer, client: aiohttp.ClientSession
+    inspected: RunningProxy, client: aiohttp.ClientSession
 ) -> None:
     inspector = inspector_of(inspected)
     inspector.feed.queue_size = 4
@@ -601,7 +620,7 @@ async def test_a_page_that_stops_reading_is_dropped_and_never_slows_forwarding(
 
 
 async def test_shutdown_ends_open_pages_after_what_is_queued(
-    inspected: TestServer, client: aiohttp.ClientSession
+    inspected: RunningProxy, client: aiohttp.ClientSession
 ) -> None:
     inspector = inspector_of(inspected)
     sent = [("exchange", {"seq": n}) for n in range(2)]
@@ -614,7 +633,7 @@ async def test_shutdown_ends_open_pages_after_what_is_queued(
         assert [await idle.next(), await idle.next()] == sent
         # Shutdown ends both streams: a page that had not read yet still gets what was
         # sent before the end.
-        await inspector.on_shutdown(inspected.app)
+        await inspector.on_shutdown()
         assert [await behind.next(), await behind.next()] == sent
         for events in (idle, behind):
             with pytest.raises(EOFError):
@@ -623,7 +642,7 @@ async def test_shutdown_ends_open_pages_after_what_is_queued(
 
 
 async def test_a_page_opened_mid_stream_starts_from_the_stream_so_far(
-    inspected: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    inspected: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     stream = GatedStream(fake).install()
     async with (

@@ -18,11 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from proxy import redact
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import StartProxy, capture_of, recorder
+from tests.harness import RunningProxy, StartProxy, capture_of, recorder
 from tests.test_inspector import (
     ACCOUNT,
     CANONICAL,
@@ -109,7 +108,7 @@ class View:
                 assert secret not in text
 
 
-async def open_inspector(browser: Browser, server: TestServer, width: int = 1440) -> View:
+async def open_inspector(browser: Browser, server: RunningProxy, width: int = 1440) -> View:
     context = await browser.new_context(viewport={"width": width, "height": 860})
     context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
@@ -160,7 +159,7 @@ class Streams:
 
 
 async def post_legacy(
-    client: aiohttp.ClientSession, server: TestServer, **headers: str
+    client: aiohttp.ClientSession, server: RunningProxy, **headers: str
 ) -> aiohttp.ClientResponse:
     return await client.post(
         server.make_url(LEGACY), headers={**CLIENT_HEADERS, **headers}, data=b'{"model":"gpt-5"}'
@@ -338,7 +337,7 @@ async def test_a_page_whose_stream_ended_reconnects_and_starts_afresh(
     await expect(rows).to_have_count(2)
     # The proxy ends the page's stream (as when it drops a page that fell behind); what
     # happens before the page is back arrives in the snapshot it starts from.
-    await inspector_of(inspected).on_shutdown(inspected.app)
+    await inspector_of(inspected).on_shutdown()
     async with client.get(inspected.make_url("/backend-api/models?n=2")) as response:
         await response.read()
     await recorder(inspected).wait_ended(3)

@@ -19,13 +19,19 @@ import aiohttp
 import pytest
 import zstandard
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from proxy.log import ExchangeLine
 from proxy.redact import fingerprint
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import StartProxy, capture_of, parse_response, raw_request, recorder
+from tests.harness import (
+    RunningProxy,
+    StartProxy,
+    capture_of,
+    parse_response,
+    raw_request,
+    recorder,
+)
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0b2tlbi1vd25lciJ9.dG9rZW4tc2lnbmF0dXJl"
 COOKIE = "cf-bm-cookie-value-1234567890"
@@ -45,7 +51,7 @@ POST_LEGACY = (
 )
 
 
-async def logged_request(proxy: TestServer, data: bytes = POST_LEGACY) -> Line:
+async def logged_request(proxy: RunningProxy, data: bytes = POST_LEGACY) -> Line:
     """Send one raw request, wait for its exchange to end, and return its log line."""
     with capture_logs() as logs:
         await raw_request(proxy.port, data)
@@ -86,7 +92,7 @@ def streaming(
 
 
 async def test_every_field_of_a_rewritten_event_stream(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     streaming(
         fake,
@@ -144,7 +150,7 @@ async def test_every_field_of_a_rewritten_event_stream(
 
 
 async def test_request_id_is_generated_and_a_reused_connection_costs_no_connect(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     with capture_logs() as logs:
         for _ in range(2):
@@ -160,7 +166,7 @@ async def test_request_id_is_generated_and_a_reused_connection_costs_no_connect(
 
 
 async def test_compressed_response_encoding_is_logged(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     async def gzipped(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -175,7 +181,7 @@ async def test_compressed_response_encoding_is_logged(
 
 
 async def test_a_200_stream_without_response_completed_is_a_warning(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     streaming(fake, sse_event("response.created", {}) + sse_event("response.output_text.delta", {}))
     line = await logged_request(proxy)
@@ -213,7 +219,7 @@ async def test_a_200_stream_without_response_completed_is_a_warning(
     ],
 )
 async def test_errors_inside_a_200_stream_are_named(
-    proxy: TestServer, fake: FakeUpstream, closing: bytes, code: str, message: str
+    proxy: RunningProxy, fake: FakeUpstream, closing: bytes, code: str, message: str
 ) -> None:
     streaming(fake, sse_event("response.created", {}) + closing)
     line = await logged_request(proxy)
@@ -265,7 +271,7 @@ async def test_diagnosis_retired_path_unrewritten(
 
 @pytest.mark.parametrize("status", [401, 403])
 async def test_diagnosis_auth_refused_with_json(
-    proxy: TestServer, fake: FakeUpstream, status: int
+    proxy: RunningProxy, fake: FakeUpstream, status: int
 ) -> None:
     async def refused(request: web.Request) -> web.StreamResponse:
         await fake.record(request)

@@ -6,16 +6,15 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import StartProxy, raw_request, recorder
+from tests.harness import RunningProxy, StartProxy, raw_request, recorder
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-async def scrape(proxy: TestServer) -> Samples:
+async def scrape(proxy: RunningProxy) -> Samples:
     async with (
         aiohttp.ClientSession() as session,
         session.get(proxy.make_url("/_proxy/metrics")) as response,
@@ -35,7 +34,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def test_counts_outcomes_bytes_and_rewrites_after_known_traffic(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     request = b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
     for _ in range(3):
@@ -122,7 +121,7 @@ async def test_upstream_errors_by_kind(start_proxy: StartProxy, fake: FakeUpstre
 
 
 async def test_in_flight_gauges_rise_during_streams_and_return_to_zero(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     release = asyncio.Event()
 

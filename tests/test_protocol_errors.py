@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from tests.fake_upstream import FakeUpstream
-from tests.harness import parse_response, raw_request
+from tests.harness import RunningProxy, parse_response, raw_request
 
 SECRET = "cookie-secret-value-0123456789"
 
@@ -42,7 +41,7 @@ SECRET = "cookie-secret-value-0123456789"
     ],
 )
 async def test_malformed_requests_get_json_errors_and_reach_nobody(
-    proxy: TestServer, fake: FakeUpstream, data: bytes, status: int, code: str
+    proxy: RunningProxy, fake: FakeUpstream, data: bytes, status: int, code: str
 ) -> None:
     with capture_logs() as logs:
         response = parse_response(await raw_request(proxy.port, data))
@@ -57,7 +56,7 @@ async def test_malformed_requests_get_json_errors_and_reach_nobody(
     assert SECRET not in repr(logs)
 
 
-async def test_a_header_at_the_limit_still_passes(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_a_header_at_the_limit_still_passes(proxy: RunningProxy, fake: FakeUpstream) -> None:
     big = "c" * 48 * 1024
     await raw_request(
         proxy.port,

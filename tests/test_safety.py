@@ -6,11 +6,10 @@ import json
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
 from tests.fake_upstream import FakeUpstream
-from tests.harness import parse_response, raw_request
+from tests.harness import RunningProxy, parse_response, raw_request
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ async def other(aiohttp_server: AiohttpServer) -> FakeUpstream:
     ],
 )
 async def test_absolute_form_targets_are_refused(
-    proxy: TestServer, fake: FakeUpstream, other: FakeUpstream, request_line: str
+    proxy: RunningProxy, fake: FakeUpstream, other: FakeUpstream, request_line: str
 ) -> None:
     line = request_line.format(other=other.port)
     data = f"{line}\r\nHost: 127.0.0.1:{other.port}\r\nAuthorization: Bearer t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -44,7 +43,7 @@ async def test_absolute_form_targets_are_refused(
 
 
 async def test_connect_is_refused(
-    proxy: TestServer, fake: FakeUpstream, other: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream, other: FakeUpstream
 ) -> None:
     data = f"CONNECT 127.0.0.1:{other.port} HTTP/1.1\r\nHost: 127.0.0.1:{other.port}\r\n\r\n"
     response = parse_response(await raw_request(proxy.port, data.encode()))
@@ -59,7 +58,7 @@ async def test_connect_is_refused(
     ["//127.0.0.1:{other}/steal", "/\\127.0.0.1:{other}/steal", "//evil.example/x?y=//z"],
 )
 async def test_host_like_paths_are_plain_paths_on_the_upstream(
-    proxy: TestServer, fake: FakeUpstream, other: FakeUpstream, target: str
+    proxy: RunningProxy, fake: FakeUpstream, other: FakeUpstream, target: str
 ) -> None:
     path = target.format(other=other.port)
     data = f"GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -70,7 +69,7 @@ async def test_host_like_paths_are_plain_paths_on_the_upstream(
 
 
 async def test_host_header_naming_another_host_goes_to_the_upstream(
-    proxy: TestServer, fake: FakeUpstream, other: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream, other: FakeUpstream
 ) -> None:
     data = f"GET /x HTTP/1.1\r\nHost: 127.0.0.1:{other.port}\r\nX-Forwarded-Host: 127.0.0.1:{other.port}\r\nConnection: close\r\n\r\n"
     await raw_request(proxy.port, data.encode())
@@ -79,7 +78,7 @@ async def test_host_header_naming_another_host_goes_to_the_upstream(
 
 
 async def test_redirect_to_another_host_is_not_followed(
-    proxy: TestServer, fake: FakeUpstream, other: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream, other: FakeUpstream
 ) -> None:
     async def redirect(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -93,7 +92,7 @@ async def test_redirect_to_another_host_is_not_followed(
 
 
 async def test_duplicate_host_headers_collapse_to_the_upstream(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     data = b"GET /x HTTP/1.1\r\nX-Before: 1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n"
     response = parse_response(await raw_request(proxy.port, data))
@@ -106,7 +105,7 @@ async def test_duplicate_host_headers_collapse_to_the_upstream(
 
 
 async def test_header_that_cannot_be_forwarded_unchanged_is_refused(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     data = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Latin: caf\xe9\r\nConnection: close\r\n\r\n"
     response = parse_response(await raw_request(proxy.port, data))
@@ -116,7 +115,7 @@ async def test_header_that_cannot_be_forwarded_unchanged_is_refused(
 
 
 async def test_own_endpoints_are_answered_here_and_never_forwarded(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     health = parse_response(
         await raw_request(

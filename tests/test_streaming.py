@@ -8,16 +8,15 @@ import os
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import stall_count
+from tests.harness import RunningProxy, stall_count
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
 
 
 async def test_sse_is_streamed_by_construction(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     """The fake sends event n+1 only after the test has read event n: a buffering proxy
     would deadlock here instead of passing."""
@@ -44,7 +43,7 @@ async def test_sse_is_streamed_by_construction(
 
 
 async def test_multi_megabyte_single_line_event_passes_intact(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     image = base64.b64encode(os.urandom(6 * 1024 * 1024)).decode()  # an 8 MiB line
     stream = (
@@ -71,7 +70,7 @@ async def test_multi_megabyte_single_line_event_passes_intact(
 
 
 async def test_hundred_concurrent_streams(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     streams = 100
     all_open = asyncio.Event()
@@ -111,7 +110,7 @@ async def test_hundred_concurrent_streams(
 
 
 async def test_slow_reader_backpressure_reaches_the_upstream(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     """A client that stops reading makes the upstream's writes wait; the proxy holds a
     bounded amount, never the whole stream."""

@@ -10,11 +10,10 @@ import aiohttp
 import pytest
 import zstandard
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from tests.fake_upstream import CLOUDFLARE_403, MINIMAL_SSE, FakeUpstream
-from tests.harness import StartProxy, parse_response, raw_request
+from tests.harness import RunningProxy, StartProxy, parse_response, raw_request
 
 CODEX = "/backend-api/codex/responses"
 
@@ -31,7 +30,7 @@ CODEX = "/backend-api/codex/responses"
     ],
 )
 async def test_every_default_form_is_rewritten_with_query_kept(
-    proxy: TestServer,
+    proxy: RunningProxy,
     fake: FakeUpstream,
     client: aiohttp.ClientSession,
     path: str,
@@ -61,7 +60,7 @@ async def test_every_default_form_is_rewritten_with_query_kept(
     ],
 )
 async def test_canonical_and_look_alike_paths_reach_upstream_unchanged(
-    proxy: TestServer, fake: FakeUpstream, path: str
+    proxy: RunningProxy, fake: FakeUpstream, path: str
 ) -> None:
     raw = await raw_request(
         proxy.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
@@ -71,7 +70,7 @@ async def test_canonical_and_look_alike_paths_reach_upstream_unchanged(
 
 
 async def test_a_rewritten_target_keeps_an_empty_query(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     raw = await raw_request(
         proxy.port,
@@ -83,7 +82,7 @@ async def test_a_rewritten_target_keeps_an_empty_query(
 
 
 async def test_request_headers_pass_byte_equal_in_order_with_case_and_repeats(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     sent = [
         ("version", "0.169.0"),
@@ -112,25 +111,27 @@ async def test_request_headers_pass_byte_equal_in_order_with_case_and_repeats(
     assert fake.last.body == b"{}"
 
 
-async def test_no_header_is_added_to_a_bare_request(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_no_header_is_added_to_a_bare_request(
+    proxy: RunningProxy, fake: FakeUpstream
+) -> None:
     await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert fake.last.headers == [("Host", f"127.0.0.1:{fake.port}")]
 
 
-async def test_bodyless_post_gets_no_body_headers(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_bodyless_post_gets_no_body_headers(proxy: RunningProxy, fake: FakeUpstream) -> None:
     await raw_request(proxy.port, b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert fake.last.headers == [("Host", f"127.0.0.1:{fake.port}")]
     assert fake.last.body == b""
 
 
 async def test_host_is_added_first_when_the_client_sent_none(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     await raw_request(proxy.port, b"GET /x HTTP/1.0\r\nX-One: 1\r\n\r\n")
     assert fake.last.headers == [("Host", f"127.0.0.1:{fake.port}"), ("X-One", "1")]
 
 
-async def test_hop_by_hop_headers_are_stripped(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_hop_by_hop_headers_are_stripped(proxy: RunningProxy, fake: FakeUpstream) -> None:
     data = (
         b"GET /x HTTP/1.1\r\nHost: a\r\n"
         b"Connection: keep-alive, X-Hop, x-other-hop\r\n"
@@ -146,7 +147,7 @@ async def test_hop_by_hop_headers_are_stripped(proxy: TestServer, fake: FakeUpst
 
 
 async def test_expect_100_continue_is_answered_here_and_not_forwarded(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(
@@ -164,7 +165,7 @@ async def test_expect_100_continue_is_answered_here_and_not_forwarded(
 
 @pytest.mark.parametrize("encoding", ["zstd", "gzip"])
 async def test_compressed_request_bodies_pass_byte_equal(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession, encoding: str
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession, encoding: str
 ) -> None:
     plain = b'{"model":"gpt-5","input":"' + os.urandom(1000).hex().encode() + b'"}'
     body = (
@@ -182,7 +183,7 @@ async def test_compressed_request_bodies_pass_byte_equal(
     assert ("Content-Length", str(len(body))) in fake.last.headers
 
 
-async def test_chunked_request_body_stays_chunked(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_chunked_request_body_stays_chunked(proxy: RunningProxy, fake: FakeUpstream) -> None:
     data = (
         b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
@@ -196,7 +197,7 @@ async def test_chunked_request_body_stays_chunked(proxy: TestServer, fake: FakeU
 
 
 async def test_compressed_response_bytes_pass_unchanged(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     compressed = gzip.compress(b"x" * 10000)
 
@@ -215,7 +216,7 @@ async def test_compressed_response_bytes_pass_unchanged(
 
 
 async def test_response_headers_pass_in_order_with_case_repeats_and_no_additions(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     raw_upstream = (
         b"HTTP/1.1 299 Custom Reason\r\nx-request-id: req_1\r\nSet-Cookie: a=1; Path=/\r\n"
@@ -240,7 +241,7 @@ async def test_response_headers_pass_in_order_with_case_repeats_and_no_additions
 
 
 async def test_cookies_are_never_replayed(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     async def set_cookie(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -254,7 +255,7 @@ async def test_cookies_are_never_replayed(
 
 
 async def test_redirects_are_returned_not_followed(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     async def redirect(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -270,7 +271,7 @@ async def test_redirects_are_returned_not_followed(
 
 
 async def test_429_with_retry_after_passes_through(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     async def limited(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -300,7 +301,7 @@ async def test_403_html_page_passes_through(
     ("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304), ("DELETE", 204)]
 )
 async def test_head_204_and_304_carry_no_body(
-    proxy: TestServer, fake: FakeUpstream, method: str, status: int
+    proxy: RunningProxy, fake: FakeUpstream, method: str, status: int
 ) -> None:
     async def empty(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -323,7 +324,7 @@ async def test_head_204_and_304_carry_no_body(
     assert fake.last.target == "/next"
 
 
-async def test_keep_alive_reuses_both_connections(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_keep_alive_reuses_both_connections(proxy: RunningProxy, fake: FakeUpstream) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     for index in range(3):
         writer.write(f"GET /{index} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
@@ -336,7 +337,7 @@ async def test_keep_alive_reuses_both_connections(proxy: TestServer, fake: FakeU
 
 
 async def test_large_request_body_streams_byte_equal(
-    proxy: TestServer, fake: FakeUpstream, client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     body = os.urandom(32 * 1024 * 1024)
 
@@ -350,7 +351,7 @@ async def test_large_request_body_streams_byte_equal(
 
 
 async def test_unknown_expectation_is_ignored_and_not_forwarded(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     data = b"POST /x HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
     response = parse_response(await raw_request(proxy.port, data))

@@ -12,11 +12,17 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
-from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from tests.fake_upstream import FakeUpstream
-from tests.harness import StartProxy, parse_response, read_head_and_body, recorder, stall_count
+from tests.harness import (
+    RunningProxy,
+    StartProxy,
+    parse_response,
+    read_head_and_body,
+    recorder,
+    stall_count,
+)
 from tests.proc import start_proxy_process
 
 LEGACY = "/backend-api/responses"
@@ -56,7 +62,7 @@ def handler_ws(fake: FakeUpstream, script: object) -> None:
 
 @pytest.mark.parametrize("query", ["?x=1", "?"])
 async def test_legacy_upgrade_reaches_the_canonical_path_with_the_client_headers(
-    proxy: TestServer, fake: FakeUpstream, query: str
+    proxy: RunningProxy, fake: FakeUpstream, query: str
 ) -> None:
     key = base64.b64encode(os.urandom(16)).decode()
     head = (
@@ -105,7 +111,7 @@ async def test_legacy_upgrade_reaches_the_canonical_path_with_the_client_headers
 
 
 async def test_text_and_binary_echo_with_subprotocol_and_101_headers(
-    proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession
 ) -> None:
     async with ws_client.ws_connect(proxy.make_url(LEGACY), protocols=("codex.v1", "other")) as ws:
         assert ws.protocol == "codex.v1"
@@ -118,7 +124,7 @@ async def test_text_and_binary_echo_with_subprotocol_and_101_headers(
 
 
 async def test_nine_mebibyte_frames_pass_both_ways(
-    proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession
 ) -> None:
     text = base64.b64encode(os.urandom(7 * 1024 * 1024)).decode()  # 9.3 MiB
     blob = os.urandom(9 * 1024 * 1024 + 7)
@@ -131,7 +137,7 @@ async def test_nine_mebibyte_frames_pass_both_ways(
 
 @pytest.mark.parametrize("status", [426, 403])
 async def test_refused_upgrade_reaches_the_client_with_its_status_and_body(
-    proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession, status: int
+    proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession, status: int
 ) -> None:
     fake.refuse_websocket = status
     key = base64.b64encode(os.urandom(16)).decode()
@@ -168,7 +174,7 @@ async def test_unreachable_upstream_is_502_json(
 
 @pytest.mark.parametrize("closer", ["upstream", "client"])
 async def test_close_code_and_reason_are_relayed(
-    proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession, closer: str
+    proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession, closer: str
 ) -> None:
     upstream_saw: list[tuple[int | None, str]] = []
 
@@ -205,7 +211,7 @@ async def test_close_code_and_reason_are_relayed(
     assert line["close_reason"] == ("turn over" if closer == "upstream" else "client done")
 
 
-async def test_client_vanishing_closes_upstream(proxy: TestServer, fake: FakeUpstream) -> None:
+async def test_client_vanishing_closes_upstream(proxy: RunningProxy, fake: FakeUpstream) -> None:
     closed = asyncio.Event()
 
     async def script(ws: web.WebSocketResponse) -> None:
@@ -232,7 +238,7 @@ async def test_client_vanishing_closes_upstream(proxy: TestServer, fake: FakeUps
 
 
 async def test_upstream_vanishing_closes_the_client(
-    proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession
 ) -> None:
     async def script(ws: web.WebSocketResponse) -> None:
         await ws.send_str("hello")
@@ -250,7 +256,7 @@ async def test_upstream_vanishing_closes_the_client(
 
 
 async def test_slow_client_makes_the_upstream_wait_instead_of_the_proxy_buffering(
-    proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession
 ) -> None:
     frame = os.urandom(1024 * 1024)
     frames = 200
@@ -307,7 +313,7 @@ async def test_sigterm_gives_sessions_the_grace_then_closes_1001(fake: FakeUpstr
 
 
 async def test_an_invalid_client_handshake_is_400_and_never_reaches_upstream(
-    proxy: TestServer, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     head = (
         f"GET {LEGACY} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
@@ -323,7 +329,7 @@ async def test_an_invalid_client_handshake_is_400_and_never_reaches_upstream(
 
 
 async def test_an_upstream_101_with_a_wrong_accept_is_a_502(
-    proxy: TestServer, fake: FakeUpstream, ws_client: aiohttp.ClientSession
+    proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession
 ) -> None:
     fake.answer_raw(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.exchange import Exchange
+from proxy.exchange import Exchange, Observer
 from proxy.inspector import record as records
 from proxy.inspector.feed import QUEUE_SIZE, Feed
 from proxy.inspector.ring import Ring
@@ -45,12 +45,19 @@ class Entry:
     final: str | None = None
 
 
-class Inspector:
+class Inspector(Observer):
     """An observer of every exchange, serving what it saw under the reserved prefix."""
 
     def __init__(
-        self, *, ring_size: int, queue_size: int = QUEUE_SIZE, interval: float = INTERVAL
+        self,
+        *,
+        ring_size: int,
+        capture_dir: Path | None = None,
+        queue_size: int = QUEUE_SIZE,
+        interval: float = INTERVAL,
     ) -> None:
+        # Where proxy.capture writes the HAR files, when capture is on: pages link them.
+        self.capture_dir = capture_dir
         self.ring: Ring[Entry] = Ring(ring_size)
         self.feed = Feed(queue_size)
         self.interval = interval
@@ -92,11 +99,9 @@ class Inspector:
     def _finish(self, entry: Entry, exchange: Exchange) -> None:
         if self.ring.get(entry.seq) is not entry:
             return  # evicted meanwhile
-        if exchange.bodies is not None:
-            directory = _capture_directory(exchange)
-            if directory is not None:
-                entry.har = records.har_name(exchange)
-                entry.har_path = directory / entry.har
+        if exchange.bodies is not None and self.capture_dir is not None:
+            entry.har = records.har_name(exchange)
+            entry.har_path = self.capture_dir / entry.har
         entry.final = _json(self._record(entry, exchange, since=0, live=False))
         # The final record holds all of it now: nothing of the exchange is kept twice.
         entry.exchange = None
@@ -127,7 +132,7 @@ class Inspector:
             router
         )
 
-    async def on_shutdown(self, _: web.Application) -> None:
+    async def on_shutdown(self, _: object = None) -> None:
         """End open pages' streams, so shutdown need not cancel them."""
         self.feed.close()
 
@@ -165,15 +170,6 @@ class Inspector:
             entry.timer.cancel()
         if entry.exchange is not None:
             self._running.pop(id(entry.exchange), None)
-
-
-def _capture_directory(exchange: Exchange) -> Path | None:
-    """Where proxy.capture writes this exchange's HAR file, when capture is on."""
-    # Imported here, like the app does: capture's decoders load only when bodies are kept.
-    from proxy.capture import Capture  # noqa: PLC0415
-
-    capture = next((o for o in exchange.observers if isinstance(o, Capture)), None)
-    return capture.directory if capture is not None else None
 
 
 def _json(data: dict[str, Any]) -> str:

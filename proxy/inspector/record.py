@@ -17,6 +17,7 @@ from proxy import redact
 from proxy.canonical import fields
 from proxy.capture import file_name
 from proxy.exchange import Exchange
+from proxy.settings import CONTROL_PREFIX
 
 TIMELINE_SIZE = 200
 # The capture's own file name pattern, and the request ids simple enough to serve by name.
@@ -92,7 +93,7 @@ def _capture(name: str, path: str | None) -> dict[str, Any]:
     return {
         "name": shown,
         "path": redact.redact_text(path) if path else None,
-        "url": f"/_proxy/captures/{name}" if servable(name) and shown == name else None,
+        "url": f"{CONTROL_PREFIX}captures/{name}" if servable(name) and shown == name else None,
     }
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.errors import error_response
+from proxy.endpoints import error_response
 from proxy.inspector.feed import Feed, Subscriber
-from proxy.settings import is_loopback
+from proxy.settings import CONTROL_PREFIX, is_loopback
 
-PREFIX = "/_proxy/"
+PREFIX = CONTROL_PREFIX
 _ASSETS = {
     "": ("index.html", "text/html; charset=utf-8"),
     "inspector.js": ("inspector.js", "text/javascript; charset=utf-8"),

@@ -1,0 +1,108 @@
+"""Every way an exchange can fail, in one table: its status, error code, outcome and message.
+
+A failure before the response head reaches the client becomes the proxy's own JSON
+answer in OpenAI's error shape with the table's status; after it, the client
+connection is cut (status None here) so the client sees an incomplete response, never
+a clean end. Either way the canonical line carries the outcome and the code as `cause`,
+and `reason` says in words what a person can act on.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import orjson
+
+
+class Outcome(enum.StrEnum):
+    COMPLETED = "completed"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    UPSTREAM_CUT = "upstream_cut"
+    TIMEOUT = "timeout"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    status: int | None
+    code: str
+    outcome: Outcome
+
+
+class Failure(enum.Enum):
+    # The client's request cannot be forwarded as sent.
+    BAD_REQUEST = Kind(400, "bad_request", Outcome.REJECTED)
+    URI_TOO_LONG = Kind(414, "uri_too_long", Outcome.REJECTED)
+    HEADERS_TOO_LARGE = Kind(431, "request_header_fields_too_large", Outcome.REJECTED)
+    METHOD_NOT_ALLOWED = Kind(405, "method_not_allowed", Outcome.REJECTED)
+    NOT_IMPLEMENTED = Kind(501, "not_implemented", Outcome.REJECTED)
+    VERSION_NOT_SUPPORTED = Kind(505, "http_version_not_supported", Outcome.REJECTED)
+    TOO_LARGE = Kind(413, "request_too_large", Outcome.REJECTED)
+    NOT_FOUND = Kind(404, "not_found", Outcome.REJECTED)
+    # The client went away, or stopped sending what it announced.
+    INCOMPLETE_REQUEST = Kind(400, "incomplete_request", Outcome.CLIENT_DISCONNECTED)
+    CLIENT_GONE = Kind(None, "client closed the connection", Outcome.CLIENT_DISCONNECTED)
+    CLIENT_VANISHED = Kind(None, "client vanished", Outcome.CLIENT_DISCONNECTED)
+    # The upstream could not be reached.
+    UNREACHABLE = Kind(502, "upstream_unreachable", Outcome.UPSTREAM_UNREACHABLE)
+    TLS = Kind(502, "upstream_tls_error", Outcome.UPSTREAM_UNREACHABLE)
+    OUTBOUND_PROXY = Kind(502, "upstream_proxy_error", Outcome.UPSTREAM_UNREACHABLE)
+    CONNECT_TIMEOUT = Kind(504, "upstream_connect_timeout", Outcome.TIMEOUT)
+    # The upstream was reached, and failed before its answer's head was through.
+    NO_RESPONSE = Kind(504, "upstream_timeout", Outcome.TIMEOUT)
+    DISCONNECTED = Kind(502, "upstream_disconnected", Outcome.UPSTREAM_CUT)
+    BAD_RESPONSE = Kind(502, "upstream_bad_response", Outcome.UPSTREAM_CUT)
+    BAD_HANDSHAKE = Kind(502, "upstream_bad_handshake", Outcome.UPSTREAM_CUT)
+    # ... or after it: the client sees a cut.
+    CUT_MID_BODY = Kind(None, "upstream_cut_mid_body", Outcome.UPSTREAM_CUT)
+    SILENT_MID_BODY = Kind(None, "upstream_idle_timeout", Outcome.TIMEOUT)
+    UPSTREAM_VANISHED = Kind(None, "upstream vanished", Outcome.UPSTREAM_CUT)
+    # A fault of the proxy's own.
+    INTERNAL = Kind(500, "internal_error", Outcome.UPSTREAM_CUT)
+
+    @property
+    def status(self) -> int | None:
+        return self.value.status
+
+    @property
+    def code(self) -> str:
+        return self.value.code
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.value.outcome
+
+
+REASONS = {
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+
+def error_body(code: str, message: str) -> bytes:
+    """OpenAI's error shape, as every proxy-made answer carries it."""
+    return orjson.dumps({"error": {"message": message, "type": "proxy_error", "code": code}})
+
+
+def error_response(status: int, code: str, message: str, *, close: bool) -> bytes:
+    """A whole HTTP/1.1 response: the JSON error, framed by its length."""
+    body = error_body(code, message)
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
+        status,
+        REASONS.get(status, b"Error"),
+        len(body),
+    )
+    return head + (b"Connection: close\r\n\r\n" if close else b"\r\n") + body

@@ -1,0 +1,115 @@
+"""The listener: the port clients connect to, what every connection on it shares, and the
+connection limit.
+
+Each accepted connection gets its own `ClientConnection` protocol; they share the
+settings they need (read once here), the upstream pool, the observers and the control
+plane. Connections beyond `limits.max_connections` are closed at once, logged at most
+once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+import structlog
+
+from proxy.connection import ClientConnection
+from proxy.exchange import Observers
+from proxy.pool import Origin, Pool
+from proxy.rules import Rule
+from proxy.settings import Settings
+
+if TYPE_CHECKING:
+    from proxy.control import Control
+    from proxy.tunnel import Tunnel
+
+# A request head may hold several long lines (a cookie and a token), but no more than
+# this many times limits.max_header_size in all: llhttp itself sets no bound.
+HEAD_LINES = 4
+
+
+class Listener:
+    """What the connections on the port share; `start` binds it, `close` lets it go."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        origin: Origin,
+        pool: Pool,
+        observers: Observers,
+        control: Control,
+        tunnels: set[Tunnel],
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        limits = settings.limits
+        self.origin = origin
+        self.pool = pool
+        self.observers = observers
+        self.control = control
+        self.rules: tuple[Rule, ...] = settings.rewrite.active
+        self.max_body_size = limits.max_body_size
+        self.max_header_size = limits.max_header_size
+        self.max_head_size = limits.max_header_size * HEAD_LINES
+        self.max_connections = limits.max_connections
+        self.header_timeout = limits.header_timeout
+        self.keepalive_timeout = limits.keepalive_timeout
+        self.idle_timeout = settings.upstream.idle_timeout
+        capture = settings.capture.dir or settings.log.bodies
+        self.record_bodies = settings.capture.body_limit if capture else 0
+        self.connections: set[ClientConnection] = set()
+        self.tunnels = tunnels
+        self.server: asyncio.Server | None = None
+        self.refused = 0
+        self._refused_logged_at = -1.0
+
+    async def start(self, host: str, port: int) -> list[str]:
+        """Bind and accept; the addresses it listens on, as URLs."""
+        self.server = await self.loop.create_server(
+            lambda: ClientConnection(self), host, port, reuse_address=True, backlog=1024
+        )
+        return [_address(sock.getsockname()) for sock in self.server.sockets]
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def cut(self) -> None:
+        """Close every connection: WebSocket sessions get a 1001 close first."""
+        for tunnel in list(self.tunnels):
+            tunnel.shutdown()
+        for connection in list(self.connections):
+            connection.transport.close()
+
+    async def close(self) -> None:
+        self.stop_accepting()
+        self.cut()
+        self.pool.close()
+        await self.control.close()
+        for observer in self.observers.all:
+            await observer.aclose()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+    def refuse(self) -> None:
+        self.refused += 1
+        now = self.loop.time()
+        if now - self._refused_logged_at >= 1.0:
+            self._refused_logged_at = now
+            structlog.get_logger("proxy").warning(
+                "connection refused: limits.max_connections is reached",
+                max_connections=self.max_connections,
+                refused_so_far=self.refused,
+            )
+
+    @staticmethod
+    def new_request_id() -> str:
+        return os.urandom(16).hex()
+
+
+def _address(sockname: object) -> str:
+    assert isinstance(sockname, tuple)
+    host, port = sockname[0], sockname[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

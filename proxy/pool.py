@@ -1,0 +1,459 @@
+"""The upstream pool: kept-alive connections to the one configured origin, opened on demand.
+
+A connection is opened with TCP, then TLS through the loop with the verified context
+(the system store plus `upstream.ca_bundle`), through an HTTP CONNECT tunnel when
+`upstream.proxy` is set. A released connection waits, idle, for the next request for
+at most `upstream.keepalive_timeout`; one that the far side closed, that sent bytes
+nobody asked for, or whose response was not read to its end is never used again. At
+most `upstream.pool_size` connections exist at once; a request beyond that waits for
+one to come free, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import socket
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import structlog
+from yarl import URL
+
+from proxy.failures import Failure
+from proxy.settings import Settings, redact_url
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """Where every forwarded request goes, fixed at start-up."""
+
+    url: str  # scheme://host[:port], as shown in messages
+    host: str
+    port: int
+    tls: bool
+    # The Host header every upstream request carries.
+    authority: bytes
+
+    @classmethod
+    def parse(cls, url: str) -> Origin:
+        parsed = URL(url)
+        assert parsed.host is not None and parsed.port is not None
+        authority = parsed.origin().host_port_subcomponent
+        assert authority is not None
+        return cls(
+            url=str(parsed.origin()),
+            host=parsed.host,
+            port=parsed.port,
+            tls=parsed.scheme in ("https", "wss"),
+            authority=authority.encode("idna" if not authority.isascii() else "ascii"),
+        )
+
+
+class ConnectError(Exception):
+    """A connection to the upstream could not be opened: which failure, the message for
+    the client's JSON error, and the reason in words for the log."""
+
+    def __init__(self, failure: Failure, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+        self.detail = detail
+
+
+class User(Protocol):
+    """What holds a connection while it is in use: a relayed request, or a tunnel."""
+
+    def upstream_data(self, data: bytes) -> None: ...
+
+    def upstream_lost(self, exc: BaseException | None) -> None: ...
+
+    def upstream_write_paused(self) -> None: ...
+
+    def upstream_write_resumed(self) -> None: ...
+
+
+class Waiter(Protocol):
+    """A request that asked the pool for a connection."""
+
+    def attach(self, connection: UpstreamConnection) -> None: ...
+
+    def connect_failed(self, error: ConnectError) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to the upstream; its bytes go to whoever uses it, if anyone."""
+
+    __slots__ = (
+        "_tunnel",
+        "closed",
+        "connect_ms",
+        "counted",
+        "idle_since",
+        "pool",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.user: User | None = None
+        self.closed = False
+        # Whether it holds one of the pool's places (given back when it closes).
+        self.counted = False
+        self.idle_since = 0.0
+        # How long opening it took (TCP, the tunnel, TLS); 0 once a request has used it.
+        self.connect_ms = 0.0
+        # While a CONNECT tunnel is being set up: the proxy's answer so far, and its waiter.
+        self._tunnel: tuple[bytearray, asyncio.Future[None]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        user = self.user
+        if user is not None:
+            user.upstream_data(data)
+        elif self._tunnel is not None:
+            self._tunnel_answer(data)
+        else:
+            # Bytes nobody asked for on an idle connection: it can never be trusted again.
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.lost(self)
+        if self._tunnel is not None and not self._tunnel[1].done():
+            self._tunnel[1].set_exception(exc or ConnectionResetError("the proxy closed"))
+        user, self.user = self.user, None
+        if user is not None:
+            user.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.user is not None:
+            self.user.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        if self.user is not None:
+            self.user.upstream_write_resumed()
+
+    def close(self) -> None:
+        """Close for good (reused never again)."""
+        self.closed = True
+        self.user = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.user = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def tunnel(self, target: str, authorization: str | None) -> None:
+        """Ask the outbound proxy for a CONNECT tunnel to `target`; raise unless it says 2xx."""
+        assert self.transport is not None
+        waiter = asyncio.get_running_loop().create_future()
+        self._tunnel = (bytearray(), waiter)
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if authorization:
+            head += f"Proxy-Authorization: {authorization}\r\n"
+        self.transport.write((head + "\r\n").encode("latin-1"))
+        try:
+            await waiter
+        finally:
+            answer = self._tunnel[0]
+            self._tunnel = None
+        status_line = bytes(answer.partition(b"\r\n")[0]).decode("latin-1")
+        _, _, rest = status_line.partition(" ")
+        status, _, reason = rest.partition(" ")
+        if not status.isdigit() or not 200 <= int(status) < 300:
+            raise _TunnelRefusedError(f"{status} {reason}".strip() or "no answer")
+
+    def _tunnel_answer(self, data: bytes) -> None:
+        assert self._tunnel is not None
+        answer, waiter = self._tunnel
+        answer += data
+        if answer.find(b"\r\n\r\n") >= 0 and not waiter.done():
+            waiter.set_result(None)
+        elif len(answer) > 65536 and not waiter.done():
+            waiter.set_exception(_TunnelRefusedError("an answer too long to be a tunnel's"))
+
+
+class _TunnelRefusedError(Exception):
+    pass
+
+
+class Pool:
+    """Connections to the origin: idle ones kept, new ones opened, at most `size` at once."""
+
+    def __init__(self, settings: Settings, *, origin: Origin) -> None:
+        upstream = settings.upstream
+        self.origin = origin
+        self.size = upstream.pool_size
+        self.keepalive_timeout = upstream.keepalive_timeout
+        self.connect_timeout = upstream.connect_timeout
+        self.ca_bundle = upstream.ca_bundle
+        self.proxy = URL(upstream.proxy) if upstream.proxy else None
+        self.idle: list[UpstreamConnection] = []  # most recently used last
+        self.open = 0  # connections open or opening
+        self.waiting: deque[tuple[Waiter, float]] = deque()
+        self._opening: set[asyncio.Task[None]] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._context: ssl.SSLContext | None = None
+        self._closed = False
+
+    # Taking and giving back.
+
+    def acquire(self, waiter: Waiter) -> None:
+        """Give `waiter` a connection: an idle one now, a new one soon, or the next free one."""
+        connection = self._take()
+        if connection is not None:
+            waiter.attach(connection)
+        elif self.open < self.size:
+            self._open_for(waiter)
+        else:
+            structlog.get_logger("proxy.upstream").warning(
+                "waiting for a free upstream connection: upstream.pool_size is reached",
+                pool_size=self.size,
+            )
+            self.waiting.append((waiter, time.perf_counter()))
+
+    def forget(self, waiter: Waiter) -> None:
+        """A request that no longer needs the connection it waits for."""
+        for entry in self.waiting:
+            if entry[0] is waiter:
+                self.waiting.remove(entry)
+                return
+
+    def release(self, connection: UpstreamConnection) -> None:
+        """A connection whose response was read to its end, ready for the next request."""
+        if connection.closed or self._closed:
+            connection.close()
+            return
+        connection.user = None
+        if self.waiting:
+            waiter, since = self.waiting.popleft()
+            self._log_waited(since)
+            waiter.attach(connection)
+            return
+        connection.idle_since = asyncio.get_running_loop().time()
+        self.idle.append(connection)
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(
+                self.keepalive_timeout, self._expire
+            )
+
+    def lost(self, connection: UpstreamConnection) -> None:
+        """A connection closed (by either side): it frees a place in the pool."""
+        with contextlib.suppress(ValueError):
+            self.idle.remove(connection)
+        if not connection.counted:
+            return  # it failed while opening: its place was given back then
+        connection.counted = False
+        self.open -= 1
+        if self.waiting and self.open < self.size and not self._closed:
+            waiter, since = self.waiting.popleft()
+            self._log_waited(since)
+            self._open_for(waiter)
+
+    def close(self) -> None:
+        """Shut down: close idle connections, stop opening new ones."""
+        self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+        for connection in list(self.idle):
+            connection.close()
+        for task in self._opening:
+            task.cancel()
+
+    def _take(self) -> UpstreamConnection | None:
+        idle = self.idle
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            connection = idle.pop()
+            if connection.closed:
+                continue
+            if now - connection.idle_since >= self.keepalive_timeout:
+                # Idle too long: after a laptop sleeps the far side has forgotten it.
+                connection.close()
+                continue
+            return connection
+        return None
+
+    def _expire(self) -> None:
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        for connection in [c for c in self.idle if now - c.idle_since >= self.keepalive_timeout]:
+            connection.close()
+        if self.idle:
+            oldest = min(connection.idle_since for connection in self.idle)
+            self._sweep = asyncio.get_running_loop().call_later(
+                max(0.0, oldest + self.keepalive_timeout - now), self._expire
+            )
+
+    def _log_waited(self, since: float) -> None:
+        structlog.get_logger("proxy.upstream").info(
+            "got an upstream connection",
+            waited_ms=round((time.perf_counter() - since) * 1000, 3),
+        )
+
+    # Opening.
+
+    def _open_for(self, waiter: Waiter) -> None:
+        self.open += 1
+        task = asyncio.get_running_loop().create_task(self._connect_for(waiter))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _connect_for(self, waiter: Waiter) -> None:
+        try:
+            connection = await self.connect()
+        except ConnectError as error:
+            self.open -= 1
+            waiter.connect_failed(error)
+            return
+        except asyncio.CancelledError:
+            self.open -= 1
+            raise
+        if connection.closed:  # closed between its handshake and now
+            self.open -= 1
+            waiter.connect_failed(self._connect_error(ConnectionResetError("closed at once")))
+            return
+        connection.counted = True
+        waiter.attach(connection)
+
+    async def connect(self) -> UpstreamConnection:
+        """A new connection to the origin, ready for a request; ConnectError if not."""
+        loop = asyncio.get_running_loop()
+        connection = UpstreamConnection(self)
+        origin = self.origin
+        context = self.tls_context() if origin.tls else None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self.proxy is None:
+                    await loop.create_connection(
+                        lambda: connection,
+                        origin.host,
+                        origin.port,
+                        ssl=context,
+                        server_hostname=origin.host if context else None,
+                    )
+                else:
+                    await self._through_proxy(connection, context)
+        except BaseException as exc:
+            if connection.transport is not None:
+                connection.abort()
+            if isinstance(exc, Exception):
+                raise self._connect_error(exc) from None
+            raise
+        connection.connect_ms = round((time.perf_counter() - started) * 1000, 3)
+        return connection
+
+    async def _through_proxy(
+        self, connection: UpstreamConnection, context: ssl.SSLContext | None
+    ) -> None:
+        assert self.proxy is not None and self.proxy.host is not None
+        loop = asyncio.get_running_loop()
+        proxy = self.proxy
+        try:
+            await loop.create_connection(
+                lambda: connection,
+                proxy.host,
+                proxy.port,
+                ssl=ssl.create_default_context() if proxy.scheme == "https" else None,
+            )
+        except OSError as exc:
+            raise ConnectError(
+                Failure.OUTBOUND_PROXY,
+                f"cannot connect to the proxy upstream.proxy: {exc.strerror or exc}",
+                f"the outbound proxy {redact_url(str(proxy))} is unreachable: "
+                f"{exc.strerror or exc}",
+            ) from None
+        authorization = None
+        if proxy.user is not None:
+            secret = f"{proxy.user}:{proxy.password or ''}".encode()
+            authorization = "Basic " + base64.b64encode(secret).decode("ascii")
+        target = f"{self.origin.host}:{self.origin.port}"
+        if ":" in self.origin.host:
+            target = f"[{self.origin.host}]:{self.origin.port}"
+        try:
+            await connection.tunnel(target, authorization)
+        except _TunnelRefusedError as exc:
+            raise ConnectError(
+                Failure.OUTBOUND_PROXY,
+                f"the proxy upstream.proxy refused the tunnel to {self.origin.url}: {exc}",
+                f"the outbound proxy answered {exc}",
+            ) from None
+        if context is not None:
+            assert connection.transport is not None
+            transport = await loop.start_tls(
+                connection.transport, connection, context, server_hostname=self.origin.host
+            )
+            connection.transport = cast(asyncio.Transport, transport)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The system trust store (with SNI and hostname checks), plus upstream.ca_bundle;
+        built on the first TLS connection, not at start-up."""
+        if self._context is None:
+            context = ssl.create_default_context()
+            if self.ca_bundle:
+                context.load_verify_locations(cafile=self.ca_bundle)
+            self._context = context
+        return self._context
+
+    def _connect_error(self, exc: Exception) -> ConnectError:
+        origin = self.origin.url
+        if isinstance(exc, ConnectError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return ConnectError(
+                Failure.CONNECT_TIMEOUT,
+                f"connecting to {origin} took longer than {self.connect_timeout:g} s",
+                f"no connection to {self.origin.host}:{self.origin.port} within "
+                f"upstream.connect_timeout ({self.connect_timeout:g} s)",
+            )
+        if isinstance(exc, socket.gaierror):
+            return ConnectError(
+                Failure.UNREACHABLE,
+                f"cannot resolve the upstream host of {origin}",
+                f"DNS name not found: {self.origin.host} ({exc.strerror})",
+            )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return ConnectError(
+                Failure.TLS,
+                f"TLS with {origin} failed: the certificate is not trusted "
+                f"({exc.verify_message}); see upstream.ca_bundle",
+                f"TLS verification failed: {exc.verify_message}",
+            )
+        if isinstance(exc, ssl.SSLError):
+            return ConnectError(
+                Failure.TLS,
+                f"TLS with {origin} failed: {exc.reason or exc}",
+                f"TLS failed: {exc.reason or exc}",
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return ConnectError(
+                Failure.UNREACHABLE,
+                f"cannot connect to {origin}: connection refused",
+                f"connection refused by {self.origin.host}:{self.origin.port}",
+            )
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        reason = reason or type(exc).__name__
+        return ConnectError(
+            Failure.UNREACHABLE,
+            f"cannot connect to {origin}: {reason}",
+            f"cannot connect to {self.origin.host}:{self.origin.port}: {reason}",
+        )

@@ -1,0 +1,299 @@
+"""WebSocket sessions after the upstream's 101: bytes pass both ways as they arrive.
+
+The handshake went through the rule table like any request, its headers end to end
+(extensions and subprotocols are the client's and the upstream's to agree on). From the
+101 on, each side's bytes are written to the other as they come, with backpressure both
+ways, and a tap on each direction reads frame headers only: frame kinds and counts,
+payload sizes and close codes, for the log line and the inspector. Frames are never
+held whole, so a frame of any size passes.
+
+A side that vanishes without a close frame closes the other (1001 to the upstream,
+1014 to the client); when the proxy stops, both sides get a 1001 close.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from proxy.failures import Failure
+from proxy.headers import HOP_BY_HOP, UPGRADE, RawPairs
+
+if TYPE_CHECKING:
+    from proxy.connection import ClientConnection
+    from proxy.exchange import Exchange, WebSocketStats
+    from proxy.pool import UpstreamConnection
+
+GOING_AWAY = 1001
+BAD_GATEWAY = 1014  # RFC 6455 registry: "Bad Gateway"
+_CLOSE = 0x8
+_DATA = frozenset({0x0, 0x1, 0x2})
+_MESSAGE_START = frozenset({0x1, 0x2})
+
+
+class FrameTap:
+    """Reads one direction's frame headers as the bytes pass, never holding a payload
+    (except a close frame's, at most 125 bytes)."""
+
+    __slots__ = (
+        "_close",
+        "_header",
+        "_mask",
+        "_masked",
+        "_offset",
+        "_opcode",
+        "_remaining",
+        "bytes",
+        "close",
+        "messages",
+    )
+
+    def __init__(self) -> None:
+        self.messages = 0  # text and binary messages (a fragmented one counts once)
+        self.bytes = 0  # payload bytes of data frames
+        self.close: tuple[int, str] | None = None  # the first close frame: code, reason
+        self._header = bytearray()
+        self._remaining = 0
+        self._opcode = 0
+        self._masked = False
+        self._mask = b""
+        self._offset = 0  # position in the current payload (for unmasking)
+        self._close: bytearray | None = None
+
+    @property
+    def at_boundary(self) -> bool:
+        """Between frames: a frame of the proxy's own may be written now."""
+        return self._remaining == 0 and not self._header
+
+    def feed(self, data: bytes) -> None:
+        at, end = 0, len(data)
+        while at < end:
+            if self._remaining:
+                take = min(self._remaining, end - at)
+                if self._close is not None:
+                    self._close += data[at : at + take]
+                self._remaining -= take
+                self._offset += take
+                at += take
+                if not self._remaining:
+                    self._frame_done()
+                continue
+            at = self._read_header(data, at, end)
+
+    def _read_header(self, data: bytes, at: int, end: int) -> int:
+        header = self._header
+        needed = 2
+        while at < end:
+            header.append(data[at])
+            at += 1
+            if len(header) < 2:
+                continue
+            length = header[1] & 0x7F
+            masked = bool(header[1] & 0x80)
+            needed = 2 + (2 if length == 126 else 8 if length == 127 else 0) + (4 if masked else 0)
+            if len(header) == needed:
+                break
+        if len(header) < 2 or len(header) < needed:
+            return at
+        self._start_frame(bytes(header))
+        header.clear()
+        return at
+
+    def _start_frame(self, header: bytes) -> None:
+        opcode = header[0] & 0x0F
+        length = header[1] & 0x7F
+        at = 2
+        if length == 126:
+            (length,) = struct.unpack_from("!H", header, 2)
+            at = 4
+        elif length == 127:
+            (length,) = struct.unpack_from("!Q", header, 2)
+            at = 10
+        self._masked = bool(header[1] & 0x80)
+        self._mask = header[at : at + 4] if self._masked else b""
+        self._opcode = opcode
+        self._remaining = length
+        self._offset = 0
+        if opcode in _MESSAGE_START:
+            self.messages += 1
+        if opcode in _DATA:
+            self.bytes += length
+        self._close = bytearray() if opcode == _CLOSE and self.close is None else None
+        if not length:
+            self._frame_done()
+
+    def _frame_done(self) -> None:
+        payload = self._close
+        if payload is None:
+            return
+        self._close = None
+        if self._masked:
+            mask = self._mask
+            payload = bytearray(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
+        self.close = (code, bytes(payload[2:]).decode("utf-8", "replace"))
+
+
+def close_frame(code: int, reason: bytes, *, masked: bool) -> bytes:
+    """A close frame of the proxy's own; a client's (towards the upstream) is masked."""
+    payload = struct.pack("!H", code) + reason[:123]
+    if not masked:
+        return bytes((0x80 | _CLOSE, len(payload))) + payload
+    mask = os.urandom(4)
+    return (
+        bytes((0x80 | _CLOSE, 0x80 | len(payload)))
+        + mask
+        + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    )
+
+
+class Tunnel:
+    """One relayed WebSocket session: the client's connection, the upstream's, the record."""
+
+    __slots__ = ("client", "ended", "exchange", "inbound", "outbound", "stats", "upstream")
+
+    def __init__(
+        self, client: ClientConnection, upstream: UpstreamConnection, exchange: Exchange
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.exchange = exchange
+        assert exchange.websocket is not None
+        self.stats: WebSocketStats = exchange.websocket
+        self.inbound = FrameTap()  # from the client
+        self.outbound = FrameTap()  # from the upstream
+        self.ended = False
+
+    @classmethod
+    def open(
+        cls,
+        client: ClientConnection,
+        upstream: UpstreamConnection,
+        exchange: Exchange,
+        reason: bytes,
+        headers: RawPairs,
+        early: bytes,
+    ) -> Tunnel:
+        """Hand the client the upstream's 101 (its headers end to end, Connection and
+        Upgrade included), then relay what either side already sent."""
+        tunnel = cls(client, upstream, exchange)
+        drop = HOP_BY_HOP - UPGRADE
+        parts = [b"HTTP/1.1 101 ", reason, b"\r\n"]
+        for name, value in headers:
+            if name.lower() not in drop:
+                parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        client.transport.write(b"".join(parts))
+        upstream.user = tunnel
+        client.listener.tunnels.add(tunnel)
+        exchange.change()
+        if early:
+            tunnel.upstream_data(early)
+        client.become(tunnel)
+        return tunnel
+
+    # Bytes both ways.
+
+    def client_data(self, data: bytes) -> None:
+        if self.ended:
+            return
+        transport = self.upstream.transport
+        assert transport is not None
+        transport.write(data)
+        tap = self.inbound
+        messages, size = tap.messages, tap.bytes
+        tap.feed(data)
+        if tap.messages != messages or tap.bytes != size:
+            self.stats.frames_in = tap.messages
+            self.exchange.request_bytes = tap.bytes
+            self.exchange.change()
+        if tap.close is not None:
+            self._closed_by("client", tap.close)
+
+    def upstream_data(self, data: bytes) -> None:
+        if self.ended:
+            return
+        self.client.transport.write(data)
+        tap = self.outbound
+        messages, size = tap.messages, tap.bytes
+        tap.feed(data)
+        if tap.messages != messages or tap.bytes != size:
+            self.stats.frames_out = tap.messages
+            self.exchange.response_bytes = tap.bytes
+            self.exchange.change()
+        if tap.close is not None:
+            self._closed_by("upstream", tap.close)
+
+    def _closed_by(self, side: str, close: tuple[int, str]) -> None:
+        stats = self.stats
+        if stats.closed_by is None:
+            stats.closed_by = side
+            stats.close_code, stats.close_reason = close
+
+    # Backpressure: a side that cannot keep up stops the other from reading.
+
+    def upstream_write_paused(self) -> None:
+        self.client.transport.pause_reading()
+
+    def upstream_write_resumed(self) -> None:
+        if not self.ended:
+            self.client.transport.resume_reading()
+
+    def client_write_paused(self) -> None:
+        if self.upstream.transport is not None and not self.upstream.closed:
+            self.upstream.transport.pause_reading()
+
+    def client_write_resumed(self) -> None:
+        if self.upstream.transport is not None and not self.upstream.closed:
+            self.upstream.transport.resume_reading()
+
+    # The ends.
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        """The upstream's connection closed: after its close handshake, or vanishing."""
+        if self.ended:
+            return
+        if self.stats.closed_by is None:
+            self.stats.closed_by, self.stats.close_code = "upstream", 1006
+            self.exchange.fail(Failure.UPSTREAM_VANISHED)
+            if self.outbound.at_boundary:
+                self.client.transport.write(close_frame(BAD_GATEWAY, b"", masked=False))
+        self._end()
+
+    def client_lost(self) -> None:
+        """The client's connection closed: after its close handshake, or vanishing."""
+        if self.ended:
+            return
+        if self.stats.closed_by is None:
+            self.stats.closed_by, self.stats.close_code = "client", 1006
+            self.exchange.fail(Failure.CLIENT_VANISHED)
+            transport = self.upstream.transport
+            if self.inbound.at_boundary and transport is not None and not self.upstream.closed:
+                transport.write(close_frame(GOING_AWAY, b"", masked=True))
+        self._end()
+
+    def shutdown(self) -> None:
+        """The shutdown grace is over: a 1001 close to both sides, then both closed."""
+        if self.ended:
+            return
+        stats = self.stats
+        if stats.closed_by is None:
+            stats.closed_by, stats.close_code = "proxy", GOING_AWAY
+            stats.close_reason = "proxy shutting down"
+        if self.outbound.at_boundary:
+            self.client.transport.write(
+                close_frame(GOING_AWAY, b"proxy shutting down", masked=False)
+            )
+        transport = self.upstream.transport
+        if self.inbound.at_boundary and transport is not None and not self.upstream.closed:
+            transport.write(close_frame(GOING_AWAY, b"proxy shutting down", masked=True))
+        self._end()
+
+    def _end(self) -> None:
+        self.ended = True
+        self.upstream.close()
+        self.client.transport.close()
+        self.client.listener.tunnels.discard(self)
+        exchange = self.exchange
+        exchange.end()
