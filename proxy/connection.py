@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Protocol, TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import structlog
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
@@ -144,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
         if len(listener.connections) >= listener.max_connections:
             listener.refuse()
             self.closed = True
-            transport.abort()
+            self.transport.abort()
             return
         listener.connections.add(self)
         peer = transport.get_extra_info("peername")
@@ -245,6 +245,8 @@ class ClientConnection(asyncio.Protocol):
             keep_alive=parser.should_keep_alive(),
             upgrade=parser.should_upgrade(),
         )
+        if head.version == "1.1" and not head.host:
+            raise _RefusedError(Failure.BAD_REQUEST, "an HTTP/1.1 request must carry a Host header")
         request: Request
         if reserved(head.target):
             from proxy.control import ControlRequest  # noqa: PLC0415 - rarely needed
@@ -280,7 +282,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _advance(self) -> None:
         requests = self.requests
-        while requests and not requests[0].started:
+        while requests and not requests[0].started and not self.closed:
             request = requests[0]
             request.start()
             if not request.finished:

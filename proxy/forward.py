@@ -122,37 +122,31 @@ def refusal(head: Head) -> tuple[Failure, str] | None:
     """Why this request must not be forwarded, or None. Checked before anything is sent:
     the bearer token in a request only ever reaches the configured upstream, and what the
     proxy cannot relay faithfully is refused rather than altered."""
-    if head.version not in ("1.1", "1.0"):
-        return Failure.VERSION_NOT_SUPPORTED, f"HTTP/{head.version} is not supported"
-    if head.method == b"CONNECT":
-        return Failure.METHOD_NOT_ALLOWED, "CONNECT is not supported: this is a reverse proxy"
     target = head.target
-    if not target.startswith(b"/") or b"#" in target:
-        return (
+    invalid = first_invalid_utf8(head.headers)
+    if head.version not in ("1.1", "1.0"):
+        found = Failure.VERSION_NOT_SUPPORTED, f"HTTP/{head.version} is not supported"
+    elif head.method == b"CONNECT":
+        found = Failure.METHOD_NOT_ALLOWED, "CONNECT is not supported: this is a reverse proxy"
+    elif not target.startswith(b"/") or b"#" in target:
+        found = Failure.BAD_REQUEST, "the request target must be a path (origin-form), not a URL"
+    elif head.codings and head.version == "1.0":
+        found = Failure.BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)"
+    elif head.codings and head.codings != [b"chunked"]:
+        found = Failure.NOT_IMPLEMENTED, "only the chunked transfer coding is supported"
+    elif invalid is not None:
+        name = invalid.decode("ascii", "replace")
+        found = (
             Failure.BAD_REQUEST,
-            "the request target must be a path (origin-form), not a URL",
+            f"header {name!r} is not valid UTF-8: it cannot be forwarded unchanged",
         )
-    if head.version == "1.1" and not head.host:
-        return Failure.BAD_REQUEST, "an HTTP/1.1 request must carry a Host header"
-    if head.codings:
-        if head.version == "1.0":
-            return (
-                Failure.BAD_REQUEST,
-                "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)",
-            )
-        if head.codings != [b"chunked"]:
-            return Failure.NOT_IMPLEMENTED, "only the chunked transfer coding is supported"
-    if (name := first_invalid_utf8(head.headers)) is not None:
-        return (
-            Failure.BAD_REQUEST,
-            f"header {name.decode('ascii', 'replace')!r} is not valid UTF-8: "
-            "it cannot be forwarded unchanged",
-        )
-    if head.upgrade and not head.websocket and head.has_body:
-        return Failure.BAD_REQUEST, "an Upgrade other than WebSocket cannot carry a body here"
-    if head.websocket and not _valid_handshake(head):
-        return Failure.BAD_REQUEST, "the WebSocket handshake is invalid"
-    return None
+    elif head.upgrade and not head.websocket and head.has_body:
+        found = Failure.BAD_REQUEST, "an Upgrade other than WebSocket cannot carry a body here"
+    elif head.websocket and not _valid_handshake(head):
+        found = Failure.BAD_REQUEST, "the WebSocket handshake is invalid"
+    else:
+        return None
+    return found
 
 
 def _valid_handshake(head: Head) -> bool:

@@ -42,7 +42,8 @@ class Origin:
     @classmethod
     def parse(cls, url: str) -> Origin:
         parsed = URL(url)
-        assert parsed.host is not None and parsed.port is not None
+        assert parsed.host is not None
+        assert parsed.port is not None
         authority = parsed.origin().host_port_subcomponent
         assert authority is not None
         return cls(
@@ -365,9 +366,11 @@ class Pool:
     async def _through_proxy(
         self, connection: UpstreamConnection, context: ssl.SSLContext | None
     ) -> None:
-        assert self.proxy is not None and self.proxy.host is not None
-        loop = asyncio.get_running_loop()
         proxy = self.proxy
+        assert proxy is not None
+        assert proxy.host is not None
+        assert proxy.port is not None
+        loop = asyncio.get_running_loop()
         try:
             await loop.create_connection(
                 lambda: connection,
@@ -415,45 +418,36 @@ class Pool:
         return self._context
 
     def _connect_error(self, exc: Exception) -> ConnectError:
-        origin = self.origin.url
         if isinstance(exc, ConnectError):
             return exc
+        origin, where = self.origin.url, f"{self.origin.host}:{self.origin.port}"
         if isinstance(exc, TimeoutError):
-            return ConnectError(
-                Failure.CONNECT_TIMEOUT,
-                f"connecting to {origin} took longer than {self.connect_timeout:g} s",
-                f"no connection to {self.origin.host}:{self.origin.port} within "
-                f"upstream.connect_timeout ({self.connect_timeout:g} s)",
-            )
-        if isinstance(exc, socket.gaierror):
-            return ConnectError(
-                Failure.UNREACHABLE,
-                f"cannot resolve the upstream host of {origin}",
-                f"DNS name not found: {self.origin.host} ({exc.strerror})",
-            )
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return ConnectError(
-                Failure.TLS,
+            failure = Failure.CONNECT_TIMEOUT
+            message = f"connecting to {origin} took longer than {self.connect_timeout:g} s"
+            detail = f"no connection to {where} within upstream.connect_timeout"
+        elif isinstance(exc, socket.gaierror):
+            failure = Failure.UNREACHABLE
+            message = f"cannot resolve the upstream host of {origin}"
+            detail = f"DNS name not found: {self.origin.host} ({exc.strerror})"
+        elif isinstance(exc, ssl.SSLCertVerificationError):
+            failure = Failure.TLS
+            message = (
                 f"TLS with {origin} failed: the certificate is not trusted "
-                f"({exc.verify_message}); see upstream.ca_bundle",
-                f"TLS verification failed: {exc.verify_message}",
+                f"({exc.verify_message}); see upstream.ca_bundle"
             )
-        if isinstance(exc, ssl.SSLError):
-            return ConnectError(
-                Failure.TLS,
-                f"TLS with {origin} failed: {exc.reason or exc}",
-                f"TLS failed: {exc.reason or exc}",
-            )
-        if isinstance(exc, ConnectionRefusedError):
-            return ConnectError(
-                Failure.UNREACHABLE,
-                f"cannot connect to {origin}: connection refused",
-                f"connection refused by {self.origin.host}:{self.origin.port}",
-            )
-        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        reason = reason or type(exc).__name__
-        return ConnectError(
-            Failure.UNREACHABLE,
-            f"cannot connect to {origin}: {reason}",
-            f"cannot connect to {self.origin.host}:{self.origin.port}: {reason}",
-        )
+            detail = f"TLS verification failed: {exc.verify_message}"
+        elif isinstance(exc, ssl.SSLError):
+            failure = Failure.TLS
+            message = f"TLS with {origin} failed: {exc.reason or exc}"
+            detail = f"TLS failed: {exc.reason or exc}"
+        elif isinstance(exc, ConnectionRefusedError):
+            failure = Failure.UNREACHABLE
+            message = f"cannot connect to {origin}: connection refused"
+            detail = f"connection refused by {where}"
+        else:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            reason = reason or type(exc).__name__
+            failure = Failure.UNREACHABLE
+            message = f"cannot connect to {origin}: {reason}"
+            detail = f"cannot connect to {where}: {reason}"
+        return ConnectError(failure, message, detail)

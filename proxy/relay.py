@@ -55,7 +55,42 @@ _RESPONSE_NOTABLE = {
 
 
 class _BadResponseError(Exception):
-    pass
+    failure = Failure.BAD_RESPONSE
+
+
+class _BadHandshakeError(_BadResponseError):
+    failure = Failure.BAD_HANDSHAKE
+
+
+def _tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(token.strip().lower() for token in value.split(b",") if token.strip())
+
+
+def client_head(
+    version: str,
+    status: int,
+    reason: bytes,
+    headers: RawPairs,
+    *,
+    drop: frozenset[bytes],
+    chunked: bool,
+    close: bool,
+) -> bytes:
+    """The response head the client receives, in one join: the upstream's status, reason
+    and end-to-end pairs as sent, then this hop's framing and connection headers."""
+    http10 = version == "1.0"
+    parts = [b"HTTP/1.0 " if http10 else b"HTTP/1.1 ", b"%d " % status, reason, b"\r\n"]
+    for name, value in headers:
+        if name.lower() not in drop:
+            parts += (name, b": ", value, b"\r\n")
+    if chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    if close and not http10:
+        parts.append(b"Connection: close\r\n")
+    elif not close and http10:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 class Relay:
@@ -66,8 +101,8 @@ class Relay:
         "_codings",
         "_delimited",
         "_head_bytes",
-        "_heads",
         "_header_count",
+        "_heads",
         "_interim",
         "_junk",
         "_last_read",
@@ -266,12 +301,13 @@ class Relay:
             return
         except HttpParserError as exc:
             cause = exc.__context__
+            failure, reason = Failure.BAD_RESPONSE, str(exc) or type(exc).__name__
             if isinstance(cause, _BadResponseError):
-                exc = cause
+                failure, reason = cause.failure, str(cause)
             elif cause is not None:
                 raise cause from exc
             self._flush_response()
-            self._upstream_broken(str(exc) or type(exc).__name__)
+            self._upstream_broken(reason, failure)
             return
         self._flush_response()
 
@@ -330,6 +366,8 @@ class Relay:
         if self._interim:
             self._interim = False
             return
+        if self.exchange.status == 101:
+            return  # llhttp stops next, at the first byte of the new protocol
         # Read now: llhttp forgets it once the next message begins.
         parser = self._parser
         assert parser is not None
@@ -345,43 +383,26 @@ class Relay:
         headers, self._response_headers = self._response_headers, []
         reason, self._reason = self._reason, b""
         self._header_count = 0
-        if status == 100:
-            return
-        version = b"HTTP/1.0" if self.head.version == "1.0" else b"HTTP/1.1"
-        parts = [version, b" %d " % status, reason, b"\r\n"]
-        for name, value in headers:
-            if name.lower() not in HOP_BY_HOP:
-                parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
-        self._heads.append(b"".join(parts))
+        if status == 100 or self.head.version == "1.0":
+            return  # an HTTP/1.0 client gets no interim answer (RFC 9110 §15.2)
+        self._heads.append(
+            client_head(
+                self.head.version,
+                status,
+                reason,
+                headers,
+                drop=HOP_BY_HOP,
+                chunked=False,
+                close=False,
+            )
+        )
 
     def _response_head(self, status: int) -> None:
         headers = self._response_headers
         self._scan_response(headers)
-        invalid = first_invalid_utf8(headers)
-        if invalid is not None:
-            raise _BadResponseError(
-                f"header {invalid.decode('ascii', 'replace')!r} is not valid UTF-8: "
-                "it cannot be relayed unchanged"
-            )
+        self._check_response(status, headers)
         head = self.head
-        if status == 101:
-            if not head.websocket:
-                raise _BadResponseError("101 Switching Protocols to a request that asked none")
-            self._check_accept()
-        codings = self._codings
-        if codings is not None and codings.strip().lower() != b"chunked":
-            raise _BadResponseError(f"unsupported Transfer-Encoding {codings.decode('latin-1')!r}")
-        http10 = head.version == "1.0"
-        if status == 101 or head.method == b"HEAD" or status in (204, 304):
-            mode = _NO_BODY
-        elif codings is None and self._length is not None:
-            mode = _LENGTH
-        else:
-            mode = _UNTIL_CLOSE if http10 else _CHUNKED
-            # No framing at all: the upstream's body ends when its connection does.
-            self._delimited = codings is not None
-        self._mode = mode
+        mode = self._mode = self._framing(status)
         close = not self.keep_alive or mode == _UNTIL_CLOSE
         if close:
             self.keep_alive = False
@@ -393,29 +414,53 @@ class Relay:
             exchange.sse = (self.tap or self._new_tap()).summary
         if status == 101:
             return  # the tunnel writes the 101 itself, once it is sure of it
-        parts = [b"HTTP/1.0 " if http10 else b"HTTP/1.1 ", b"%d " % status, reason, b"\r\n"]
         drop = HOP_BY_HOP
         if self._listed is not None:
-            drop = drop | frozenset(
-                token.strip().lower() for token in self._listed.split(b",") if token.strip()
+            drop = drop | _tokens(self._listed)
+        self._heads.append(
+            client_head(
+                head.version,
+                status,
+                reason,
+                headers,
+                drop=drop,
+                chunked=mode == _CHUNKED,
+                close=close,
             )
-        for name, value in headers:
-            if name.lower() not in drop:
-                parts += (name, b": ", value, b"\r\n")
-        if mode == _CHUNKED:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if close and not http10:
-            parts.append(b"Connection: close\r\n")
-        elif not close and http10:
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        self._heads.append(b"".join(parts))
+        )
         self.response_started = True
         if mode == _NO_BODY:
             # A HEAD's answer may announce a length it never sends: done at its head.
             assert self._parser is not None
             self._reusable = self._parser.should_keep_alive()
             self.response_done = True
+
+    def _check_response(self, status: int, headers: RawPairs) -> None:
+        """What cannot be relayed as it is fails here, before any of it reaches the client."""
+        invalid = first_invalid_utf8(headers)
+        if invalid is not None:
+            raise _BadResponseError(
+                f"header {invalid.decode('ascii', 'replace')!r} is not valid UTF-8: "
+                "it cannot be relayed unchanged"
+            )
+        if status == 101:
+            if not self.head.websocket:
+                raise _BadResponseError("101 Switching Protocols to a request that asked none")
+            self._check_accept()
+        codings = self._codings
+        if codings is not None and codings.strip().lower() != b"chunked":
+            raise _BadResponseError(f"unsupported Transfer-Encoding {codings.decode('latin-1')!r}")
+
+    def _framing(self, status: int) -> int:
+        """How the body reaches the client: as the upstream framed it where it can."""
+        head = self.head
+        if status == 101 or head.method == b"HEAD" or status in (204, 304):
+            return _NO_BODY
+        if self._codings is None and self._length is not None:
+            return _LENGTH
+        # No framing at all: the upstream's body ends when its connection does.
+        self._delimited = self._codings is not None
+        return _UNTIL_CLOSE if head.version == "1.0" else _CHUNKED
 
     def _scan_response(self, headers: RawPairs) -> None:
         notable = _RESPONSE_NOTABLE
@@ -439,7 +484,7 @@ class Relay:
         assert key is not None
         expected = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())  # noqa: S324 - RFC 6455
         if self._accept != expected:
-            raise _BadResponseError("Sec-WebSocket-Accept does not match the key")
+            raise _BadHandshakeError("Sec-WebSocket-Accept does not match the key")
 
     def _new_tap(self) -> SSETap:
         exchange = self.exchange
@@ -471,18 +516,21 @@ class Relay:
         if out:
             self.client.transport.write(out[0] if len(out) == 1 else b"".join(out))
         if pieces:
-            # The tap reads after the write: it never delays the bytes it looks at.
-            tap = self.tap
-            bodies = self.exchange.bodies
-            for piece in pieces:
-                if tap is not None:
-                    tap.feed(piece)
-                if bodies is not None:
-                    bodies.response.add(piece)
-            if tap is None:
-                self.exchange.change()  # a plain body: its byte count moves
+            self._observe(pieces)
         if self.response_done:
             self._complete()
+
+    def _observe(self, pieces: list[bytes]) -> None:
+        """The tap reads after the write: it never delays the bytes it looks at."""
+        tap = self.tap
+        bodies = self.exchange.bodies
+        for piece in pieces:
+            if tap is not None:
+                tap.feed(piece)
+            if bodies is not None:
+                bodies.response.add(piece)
+        if tap is None:
+            self.exchange.change()  # a plain body: its byte count moves
 
     def _complete(self) -> None:
         """The response is through: give the connection back if it can serve another."""
@@ -504,7 +552,14 @@ class Relay:
 
     # --- Failures.
 
-    def fail(self, failure: Failure, message: str, *, detail: str | None = None) -> None:
+    def fail(
+        self,
+        failure: Failure,
+        message: str,
+        *,
+        detail: str | None = None,
+        limit: str | None = None,
+    ) -> None:
         """Answer with the proxy's own error if nothing of a response is out yet, else cut."""
         if self.finished:
             return
@@ -512,7 +567,7 @@ class Relay:
             self._cut(failure, detail=detail)
             return
         exchange = self.exchange
-        exchange.fail(failure, detail=detail)
+        exchange.fail(failure, detail=detail, limit=limit)
         status = failure.status
         assert status is not None
         exchange.status = status
@@ -532,22 +587,22 @@ class Relay:
 
     def _too_large(self) -> None:
         limit = self.client.listener.max_body_size
-        exchange = self.exchange
         message = f"the request body is larger than limits.max_body_size ({limit} bytes)"
         if self.response_started:
             self._cut(Failure.TOO_LARGE)
             return
         self._pending.clear()
         self.keep_alive = False
-        self.fail(Failure.TOO_LARGE, message)
-        exchange.limit = "limits.max_body_size"
+        self.fail(Failure.TOO_LARGE, message, limit="limits.max_body_size")
 
-    def _upstream_broken(self, reason: str) -> None:
+    def _upstream_broken(self, reason: str, failure: Failure = Failure.BAD_RESPONSE) -> None:
         if self.response_started:
             self._cut(Failure.CUT_MID_BODY, detail=reason)
+        elif failure is Failure.BAD_HANDSHAKE:
+            self.fail(failure, f"the upstream's WebSocket handshake is invalid: {reason}")
         else:
             self.fail(
-                Failure.BAD_RESPONSE,
+                failure,
                 f"{self.client.listener.origin.url} sent a malformed response: {reason}",
                 detail=reason,
             )
@@ -627,11 +682,18 @@ class Relay:
 
         upstream = self.upstream
         exchange = self.exchange
-        assert upstream is not None and exchange is not None
+        assert upstream is not None
         self._cancel_timer()
         self.finished = True
         self.upstream = None
-        Tunnel.open(self.client, upstream, exchange, self._reason, self._response_headers, rest)
+        Tunnel.open(
+            self.client,
+            upstream,
+            exchange,
+            reason=self._reason,
+            headers=self._response_headers,
+            early=rest,
+        )
 
     def _release(self, *, reusable: bool) -> None:
         self._cancel_timer()

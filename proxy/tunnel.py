@@ -171,6 +171,7 @@ class Tunnel:
         client: ClientConnection,
         upstream: UpstreamConnection,
         exchange: Exchange,
+        *,
         reason: bytes,
         headers: RawPairs,
         early: bytes,

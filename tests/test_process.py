@@ -189,11 +189,33 @@ async def run_to_exit(*args: str, env: dict[str, str] | None = None) -> tuple[in
     return process.returncode, err.decode()
 
 
-async def test_refuses_to_start_without_the_c_parser() -> None:
-    code, err = await run_to_exit("--port", "0", env={"AIOHTTP_NO_EXTENSIONS": "1"})
-    assert code == 1
-    assert "aiohttp's C HTTP parser is not in use" in err
-    assert "Traceback" not in err
+async def test_requests_are_parsed_by_llhttp_whatever_aiohttp_is_told(
+    fake: FakeUpstream,
+) -> None:
+    """The forwarding path parses with llhttp itself (httptools has no pure-Python
+    fallback): aiohttp without its C extensions changes nothing there, and a smuggling
+    shape is still refused before anything reaches the upstream."""
+    proxy = await start_proxy_process("--upstream", fake.url, env={"AIOHTTP_NO_EXTENSIONS": "1"})
+    try:
+        smuggling = parse_response(
+            await raw_request(
+                proxy.port,
+                b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+            )
+        )
+        health = parse_response(
+            await raw_request(
+                proxy.port, b"GET /_proxy/healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+        )
+        proxy.process.send_signal(signal.SIGTERM)
+        await proxy.rest()
+    finally:
+        proxy.stop()
+    assert smuggling.status == 400
+    assert health.status == 200
+    assert fake.received == []
 
 
 async def test_busy_port_is_a_clear_error() -> None:

@@ -8,6 +8,7 @@ that rebinds its own host name to 127.0.0.1 cannot read the inspector.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import Callable
@@ -104,8 +105,15 @@ class Pages:
             return error_response(
                 404, "not_found", "no such capture among the inspector's recent exchanges"
             )
-        return web.FileResponse(
-            path,
+        assert path is not None
+        # Read whole (a capture is bounded by capture.body_limit): the control plane's
+        # transport is a window on the client's connection, with no sendfile.
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+        except OSError:
+            return error_response(404, "not_found", "the capture file is gone")
+        return web.Response(
+            body=body,
             headers={
                 **_HEADERS,
                 "Content-Type": "application/json",
