@@ -4,6 +4,7 @@ codex-path-proxy [serve] [--config FILE] [--host HOST] [--port PORT] [--upstream
                  [--log-level LEVEL] [--log-format FORMAT]
 codex-path-proxy check-config [--config FILE] [...]
 codex-path-proxy rewrite PATH [--config FILE]
+codex-path-proxy doctor [--json] [--fix] [--config FILE] [...]
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from proxy import __version__
 from proxy.config import ConfigError, Sourced, load_settings
+from proxy.doctor.inputs import Inputs
+from proxy.doctor.run import doctor
 from proxy.log import configure_logging
 from proxy.rules import Rule, rewrite
 from proxy.server import StartupError, serve
@@ -77,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     rewrite_parser.add_argument(
         "path", metavar="PATH", help="a raw request path, e.g. /backend-api/responses?x=1"
     )
+    doctor_parser = commands.add_parser(
+        "doctor",
+        parents=[options],
+        help="check the clients' configs, this proxy and the way out; exit 1 if anything is wrong",
+    )
+    doctor_parser.add_argument("--json", action="store_true", help="one JSON report for scripts")
+    doctor_parser.add_argument(
+        "--fix",
+        action="store_true",
+        help="make the config edits it proposes (a backup of each file first), then check again",
+    )
     return parser
 
 
@@ -97,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rewrite":
         print(explain(settings, args.path))
         return 0
+    if args.command == "doctor":
+        inputs = Inputs.from_environ(os.environ, home=Path.home(), now=time.time())
+        config_file = given.get("config") or os.environ.get(CONFIG_ENV)
+        return doctor(settings, sources, config_file, inputs, fix=args.fix, as_json=args.json)
     configure_logging(settings.log.level, settings.log.format)
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
