@@ -72,4 +72,5 @@ def _upstream_proxy(inputs: Inputs, upstream: Upstream) -> list[Finding]:
         f"= {json.dumps(shown(found[1]))}, but this proxy goes to {upstream.url} directly: "
         "if only that proxy can reach it, set upstream.proxy_from_env = true"
     )
-    return [Finding(area=AREA, status=Status.INFO, where=found[0], says=says)]
+    where = f"{found[0]}, upstream.proxy_from_env"
+    return [Finding(area=AREA, status=Status.INFO, where=where, says=says)]

@@ -220,9 +220,9 @@ def set_key(text: str, key: tuple[str, ...], value: Any) -> str:
     root = parse(text)
     if root.members is None:
         raise UnsafeEditError("the file's top level is not an object")
+    edited = _Editor(text).set(root, key, value)
     expected = copy.deepcopy(root.value)
     _assign(expected, key, value)
-    edited = _Editor(text).set(root, key, value)
     if parse(edited).value != expected:
         raise UnsafeEditError(f"setting {dotted(key)} would change more than that key")
     return edited
