@@ -11,7 +11,7 @@ from proxy import __version__
 from proxy.config import Sourced
 from proxy.doctor.baseurl import Origin
 from proxy.doctor.findings import Finding, Status
-from proxy.doctor.wire import Answer, NoAnswerError, exchange, request
+from proxy.doctor.wire import Answer, NoAnswerError, exchange, reason, request
 from proxy.rules import rewrite
 from proxy.settings import Settings
 
@@ -31,10 +31,8 @@ async def healthz(origin: Origin) -> Answer | str:
     try:
         async with asyncio.timeout(TIMEOUT):
             reader, writer = await asyncio.open_connection(host, port)
-    except ConnectionRefusedError:
-        return "connection refused"
     except (OSError, TimeoutError) as exc:
-        return "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        return reason(exc)
     try:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return await exchange(reader, writer, request("GET", HEALTHZ, authority), timeout=TIMEOUT)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from proxy.doctor.findings import Finding, Status, shown
-from proxy.doctor.wire import Answer, NoAnswerError, exchange, request
+from proxy.doctor.wire import Answer, NoAnswerError, exchange, reason, request
 from proxy.settings import Upstream, redact_url
 
 AREA = "The way out"
@@ -82,7 +82,7 @@ async def open_upstream(
             )
     except (OSError, TimeoutError) as exc:
         raise StepError(
-            "DNS", f"cannot resolve {host}: {_reason(exc)}", _fix_route(target)
+            "DNS", f"cannot resolve {host}: {reason(exc)}", _fix_route(target)
         ) from None
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     more = f" (and {len(addresses) - 1} more)" if len(addresses) > 1 else ""
@@ -114,7 +114,7 @@ async def _connect(
             async with asyncio.timeout(target.timeout):
                 return await asyncio.open_connection(address, port)
         except (OSError, TimeoutError) as exc:
-            errors.append(f"{address}: {_reason(exc)}")
+            errors.append(f"{address}: {reason(exc)}")
     raise StepError("TCP", f"cannot connect to {'; '.join(errors)}", _fix_route(target), steps)
 
 
@@ -133,7 +133,7 @@ async def _tunnel(
             await writer.drain()
             answer = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0].decode("latin-1")
     except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise StepError("CONNECT", f"{proxy} gave no answer: {_reason(exc)}", _FIX_PROXY) from None
+        raise StepError("CONNECT", f"{proxy} gave no answer: {reason(exc)}", _FIX_PROXY) from None
     status = answer.split(" ", 2)[1] if answer.count(" ") else ""
     if status != "200":
         fix = (
@@ -158,7 +158,7 @@ async def _tls(
         raise StepError(name, says, _FIX_CA) from None
     except (OSError, TimeoutError) as exc:
         raise StepError(
-            name, f"the handshake with {host} failed: {_reason(exc)}", _FIX_CA
+            name, f"the handshake with {host} failed: {reason(exc)}", _FIX_CA
         ) from None
     tls = writer.get_extra_info("ssl_object")
     issuer = dict(pair[0] for pair in tls.getpeercert().get("issuer", ()))
@@ -182,14 +182,6 @@ def _fix_route(target: Target) -> str:
         "check this machine's network and DNS; if only an HTTP proxy reaches out, "
         "set upstream.proxy (or upstream.proxy_from_env = true)"
     )
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 async def check(target: Target) -> list[Finding]:

@@ -41,6 +41,17 @@ class Answer:
         return text if len(text) <= size else text[: size - 1] + "…"
 
 
+def reason(exc: BaseException) -> str:
+    """A network error in a few words."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 def request(method: str, target: str, host: str, *, body: bytes = b"") -> bytes:
     lines = [
         f"{method} {target} HTTP/1.1",
