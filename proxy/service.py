@@ -91,7 +91,7 @@ def systemd_unit(host: Host, settings: Settings) -> str:
         "\n"
         "[Service]\n"
         "Type=exec\n"
-        f"ExecStart={' '.join(_systemd_quote(arg) for arg in host.argv)}\n"
+        f"ExecStart={_exec_start(host.argv)}\n"
         "Restart=on-failure\n"
         "RestartSec=2\n"
         "# shutdown.grace for in-flight streams to finish, then a margin\n"
@@ -102,12 +102,18 @@ def systemd_unit(host: Host, settings: Settings) -> str:
     )
 
 
-def _systemd_quote(arg: str) -> str:
-    """One ExecStart argument: % and $ escaped, quoted when it holds a space or quote."""
-    arg = arg.replace("%", "%%").replace("$", "$$")
-    if re.fullmatch(r"[\w@%+=:,./-]+", arg):
-        return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _exec_start(argv: tuple[str, ...]) -> str:
+    """systemd's ExecStart: % starts a specifier everywhere, $ a variable in the arguments
+    only (never in the program's path); a word with a space or a quote is quoted."""
+    program, *args = argv
+    return " ".join([_quote(program), *(_quote(arg.replace("$", "$$")) for arg in args)])
+
+
+def _quote(word: str) -> str:
+    word = word.replace("%", "%%")
+    if re.fullmatch(r"[\w@%+=:,./$-]+", word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def launchd_plist(host: Host, settings: Settings) -> bytes:
