@@ -49,12 +49,9 @@ def openclaw_config(
     claw: openclaw.OpenClaw, base_url: str | None, *, private_network: bool = True
 ) -> dict[str, Any]:
     """The end-to-end suite's config for this version; base_url None: no provider entry."""
-    config = openclaw.config(claw, base_url or "")
-    provider = config["models"]["providers"][claw.provider]
+    config = openclaw.config(claw, base_url or "", private_network=private_network)
     if base_url is None:
         del config["models"]
-    elif not private_network:
-        del provider["request"]
     return config
 
 

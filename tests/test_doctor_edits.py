@@ -142,8 +142,7 @@ def test_set_key_twice_keeps_the_rest_of_the_real_openclaw_shape() -> None:
     """The 2026.4.23 config the end-to-end suite builds, as OpenClaw writes it (indent 2)."""
     from tests.e2e import openclaw  # noqa: PLC0415 - the e2e builders, only for their shape
 
-    config = openclaw.config(openclaw.OLD, "https://chatgpt.com/backend-api")
-    del config["models"]["providers"]["openai-codex"]["request"]
+    config = openclaw.config(openclaw.OLD, "https://chatgpt.com/backend-api", private_network=False)
     original = json.dumps(config, indent=2) + "\n"
     provider = ("models", "providers", "openai-codex")
     edited = set_key(original, (*provider, "baseUrl"), PROXY)
