@@ -4,6 +4,7 @@ chatgpt.com on 127.0.0.1 is the upstream; this proxy runs in the test's own loop
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,7 +267,7 @@ async def test_nothing_set_up_is_nothing_wrong(world: World) -> None:
     assert problems(found) == []
     assert line(found, "openclaw.json").says == "no config"
     assert line(found, ".codex").says == "not set up here (no config.toml, no auth.json)"
-    assert line(found, "openclaw").says == "not found on PATH"
+    assert line(found, "openclaw").says == "no npm-installed openclaw on PATH"
 
 
 @pytest.mark.parametrize(
@@ -544,3 +545,50 @@ async def test_an_empty_rule_table_names_where_it_was_emptied(world: World, tmp_
 
 def test_an_ipv6_listener_is_named_with_brackets() -> None:
     assert url(("http", "::1", 8780)) == "http://[::1]:8780"
+
+
+async def test_an_openclaw_on_path_that_is_no_npm_package(world: World, tmp_path: Path) -> None:
+    """A wrapper script, or a package.json that is not OpenClaw's or not JSON: no version."""
+    bin_dir = tmp_path / "wrapper" / "bin"
+    write(bin_dir / "openclaw", "#!/bin/sh\n").chmod(0o755)
+    write(tmp_path / "wrapper" / "package.json", "{not json")
+    write(tmp_path / "package.json", '{"name": "something-else"}')
+    found = await world.doctor(environ={"PATH": str(bin_dir)})
+    assert line(found, "openclaw").says == "no npm-installed openclaw on PATH"
+
+
+async def test_image_fallbacks_are_named(world: World) -> None:
+    config = openclaw_config(OLD, world.base)
+    defaults = config["agents"]["defaults"]
+    del defaults["mediaGenerationAutoProviderFallback"]
+    defaults["imageGenerationModel"]["fallbacks"] = ["google/imagen-4"]
+    openclaw_home(world.home, config)
+    fallback = line(await world.doctor(), "image generation")
+    assert (fallback.status, fallback.says) == (
+        Status.INFO,
+        "agents.defaults.mediaGenerationAutoProviderFallback is not false; "
+        'agents.defaults.imageGenerationModel.fallbacks = ["google/imagen-4"]: a failed image '
+        "may silently come from another provider (your choice; the doctor changes nothing here)",
+    )
+
+
+async def test_a_config_path_under_a_file(world: World) -> None:
+    write(world.home / "plain-file", "")
+    found = await world.doctor(environ={"OPENCLAW_CONFIG_PATH": "~/plain-file/openclaw.json"})
+    assert line(found, "openclaw.json").says == "cannot be read: Not a directory"
+
+
+async def test_a_listener_that_hangs_up_without_answering(world: World) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        found = await world.doctor(port=port)
+    finally:
+        server.close()
+    assert line(found, f"http://127.0.0.1:{port}").says == (
+        "nothing answers there (the connection closed without an answer)"
+    )

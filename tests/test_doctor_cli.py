@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 
+from proxy.doctor.findings import Edit, Format
+from proxy.doctor.fix import apply_all
 from tests.doctor_homes import (
     ACCOUNT,
     CHATGPT,
@@ -211,3 +216,77 @@ async def test_a_settings_error_is_exit_2(tmp_path: Path) -> None:
         "codex-path-proxy: config error: flag --upstream: upstream.url: "
         "must be an http:// or https:// URL, got 'ftp://x'\n"
     )
+
+
+def test_fix_on_a_read_only_file_system_leaves_the_file_and_prints_the_edit(
+    tmp_path: Path,
+) -> None:
+    """The config on a read-only mount (a mount namespace of the test's own): no backup can
+    be written, so nothing is, and the edit is printed for a human."""
+    home = tmp_path / "home"
+    claw = openclaw_home(home, HAND_WRITTEN)
+    folder = claw.parent
+    command = (
+        f"mount --bind -o ro '{folder}' '{folder}' && exec {sys.executable} -m proxy doctor "
+        "--fix --upstream http://127.0.0.1:9 --port 9"
+    )
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=doctor_environ(home),
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith(
+        f"Left {claw} as it was (Read-only file system); edit it yourself:\n"
+        '  set models.providers.openai-codex.baseUrl = "http://127.0.0.1:9/backend-api"\n'
+        "  set models.providers.openai-codex.request.allowPrivateNetwork = true\n"
+    )
+    assert claw.read_text() == HAND_WRITTEN
+    assert sorted(p.name for p in folder.iterdir()) == ["openclaw.json"]
+
+
+@pytest.mark.parametrize(
+    ("make", "refused"),
+    [
+        (lambda path: path.mkdir(), "Is a directory"),
+        (lambda path: path.write_bytes(b'{"a": "\xff"}'), "not UTF-8 text"),
+        (lambda path: None, "No such file or directory"),
+    ],
+)
+def test_fix_refuses_a_file_it_cannot_read(
+    tmp_path: Path, make: Callable[[Path], object], refused: str
+) -> None:
+    path = tmp_path / "openclaw.json"
+    make(path)
+    edit = Edit(file=str(path), format=Format.JSON5, key=("a",), value=1)
+    (outcome,) = apply_all([edit], stamp="20270115T080000Z")
+    assert (outcome.refused, outcome.backup) == (refused, "")
+
+
+def test_fix_twice_in_one_second_keeps_both_backups(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", "# mine\n")
+    stamp = "20270115T080000Z"
+    for value in ("http://127.0.0.1:1/backend-api", "http://127.0.0.1:2/backend-api"):
+        edit = Edit(file=str(path), format=Format.TOML, key=("openai_base_url",), value=value)
+        apply_all([edit], stamp=stamp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.toml",
+        f"config.toml.bak-{stamp}",
+        f"config.toml.bak-{stamp}-1",
+    ]
+    assert (tmp_path / f"config.toml.bak-{stamp}").read_text() == "# mine\n"
+    assert path.read_text() == 'openai_base_url = "http://127.0.0.1:2/backend-api"\n# mine\n'
+
+
+async def test_fix_with_nothing_to_edit_only_checks(
+    tmp_path: Path, proxy: TestServer, fake: FakeUpstream
+) -> None:
+    code, out, _ = await run_cli(
+        "doctor", "--fix", *flags(proxy, fake), environ=doctor_environ(tmp_path)
+    )
+    assert code == 0
+    assert out.startswith("This proxy\n")
+    assert out.endswith("\nNothing is wrong.\n")

@@ -28,6 +28,7 @@ PROXY = "http://127.0.0.1:8780/backend-api"
         ),
         ('"a\\\nb\\\r\nc\\\u2028d"', "abcd"),
         ('"\\ud83d\\ude00 \\q"', "😀 q"),
+        ('"\\b\\f\\n\\r\\t\\v\\/"', "\b\f\n\r\t\v/"),
         ('{"a": 1, "a": 2}', {"a": 2}),
         ("false", False),
     ],

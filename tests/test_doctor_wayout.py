@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -21,9 +23,9 @@ from yarl import URL
 from proxy.doctor import wayout
 from proxy.doctor.findings import Finding, Status
 from proxy.doctor.wayout import Target
-from proxy.doctor.wire import Answer, NoAnswerError, parse
+from proxy.doctor.wire import Answer, NoAnswerError, parse, reason
 from tests.connect_proxy import ConnectProxy
-from tests.doctor_homes import answer_like_chatgpt, line
+from tests.doctor_homes import answer_like_chatgpt, doctor_environ, line
 from tests.fake_upstream import FakeUpstream, sse_event
 
 FIX_CA = (
@@ -409,7 +411,7 @@ def test_dns_failing_in_a_network_namespace_with_only_loopback(tmp_path: Path) -
         capture_output=True,
         text=True,
         timeout=60,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env=doctor_environ(tmp_path),
         check=False,
     )
     assert result.returncode == 1, result.stderr
@@ -418,3 +420,34 @@ def test_dns_failing_in_a_network_namespace_with_only_loopback(tmp_path: Path) -
     assert dns["status"] == "problem"
     assert dns["says"].startswith("cannot resolve upstream.invalid: ")
     assert dns["fix"].startswith("check this machine's network and DNS")
+
+
+async def test_an_upstream_that_resets_the_connection() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        found = await wayout.check(target(f"http://127.0.0.1:{port}"))
+    finally:
+        server.close()
+    said = line(found, "/backend-api/codex/responses").says
+    assert said == "the connection broke: Connection reset by peer"
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (TimeoutError(), "timed out"),
+        (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 9)"), "connection refused"),
+        (OSError(113, "No route to host"), "No route to host"),
+        (ValueError("no such thing"), "no such thing"),
+        (OSError(), "OSError"),
+    ],
+)
+def test_network_errors_in_a_few_words(error: BaseException, said: str) -> None:
+    assert reason(error) == said

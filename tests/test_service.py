@@ -293,3 +293,19 @@ async def test_systemd_without_a_user_session(tmp_path: Path) -> None:
     )
     assert code == 1
     assert "Could not start it: systemctl is not on PATH\n" in out
+
+
+def test_a_service_manager_that_cannot_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A systemctl on PATH that is no program at all (no #! line): named, not a traceback."""
+    write(tmp_path / "bin" / "systemctl", "not a program\n").chmod(0o755)
+    linux = host(tmp_path)
+    assert run("install", Settings(), linux) == 1
+    out = capsys.readouterr().out
+    assert "Could not start it: systemctl --user daemon-reload: [Errno 8] Exec format error" in out
+    (tmp_path / "bin" / "systemctl").unlink()
+    assert run("status", Settings(), linux) == 1
+    assert "✘ running: systemctl is not on PATH → logs: journalctl --user -u codex-path-proxy" in (
+        capsys.readouterr().out
+    )

@@ -44,9 +44,6 @@ class Edit:
     def dotted(self) -> str:
         return dotted(self.key)
 
-    def describe(self) -> str:
-        return f"{self.file}: set {self.dotted} = {shown_value(self.value)}"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:

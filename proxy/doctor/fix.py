@@ -83,9 +83,7 @@ def _replace(path: Path, data: bytes) -> None:
         raise
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: OSError | UnicodeDecodeError) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return "not UTF-8 text"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
+    return exc.strerror or type(exc).__name__

@@ -157,9 +157,7 @@ async def _tls(
         says = f"the certificate of {host} is not trusted: {exc.verify_message}"
         raise StepError(name, says, _FIX_CA) from None
     except (OSError, TimeoutError) as exc:
-        raise StepError(
-            name, f"the handshake with {host} failed: {reason(exc)}", _FIX_CA
-        ) from None
+        raise StepError(name, f"the handshake with {host} failed: {reason(exc)}", _FIX_CA) from None
     tls = writer.get_extra_info("ssl_object")
     issuer = dict(pair[0] for pair in tls.getpeercert().get("issuer", ()))
     by = issuer.get("organizationName") or issuer.get("commonName") or "an unnamed issuer"
