@@ -169,7 +169,12 @@ def check(state: State, places: Places) -> list[Finding]:
 
 def _version(install: Install | None) -> Finding:
     if install is None:
-        return Finding(area=AREA, status=Status.INFO, where="openclaw", says="no npm-installed openclaw on PATH")
+        return Finding(
+            area=AREA,
+            status=Status.INFO,
+            where="openclaw",
+            says="no npm-installed openclaw on PATH",
+        )
     if install.builds_retired_path:
         says = (
             f"{install.version} ({install.where}): builds the retired /backend-api/responses "
