@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from proxy.doctor.json5edit import ParseError, UnsafeEditError, parse, set_key
+from proxy.doctor.findings import UnsafeEditError
+from proxy.doctor.json5 import ParseError, parse
+from proxy.doctor.json5edit import set_key
 from proxy.doctor.tomledit import set_string
 
 PROXY = "http://127.0.0.1:8780/backend-api"
@@ -172,6 +174,7 @@ def test_set_key_twice_keeps_the_rest_of_the_real_openclaw_shape() -> None:
         ('{"a": {"$include": "./x.json5"}}', ("a", "b"), "a.b may come from an $include file"),
         ('{"a": "text"}', ("a", "b"), "a is not an object"),
         ("[1]", ("a",), "the file's top level is not an object"),
+        ('{"a": 1,, }', ("a",), "not valid JSON5 at line 1, column 9: expected a key or '}'"),
         ('{"models": {"x": 1, "x": 2}}', ("models", "x", "y"), "models.x appears more than once"),
         # Inserting after the brace's line would land inside this comment: refused.
         (

@@ -21,8 +21,8 @@ from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
 from proxy.doctor import wayout
+from proxy.doctor.connect import Target
 from proxy.doctor.findings import Finding, Status
-from proxy.doctor.wayout import Target
 from proxy.doctor.wire import Answer, NoAnswerError, parse, reason
 from tests.connect_proxy import ConnectProxy
 from tests.doctor_homes import answer_like_chatgpt, doctor_environ, line

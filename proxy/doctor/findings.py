@@ -31,6 +31,10 @@ class Format(StrEnum):
     TOML = "toml"
 
 
+class UnsafeEditError(Exception):
+    """An edit that cannot be made with certainty; the message says why."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Edit:
     """Set `key` (a path of names) in `file` to `value`, creating missing objects."""

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.doctor import json5edit, tomledit
-from proxy.doctor.findings import Edit, Format
-from proxy.doctor.json5edit import UnsafeEditError
+from proxy.doctor.findings import Edit, Format, UnsafeEditError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,7 +19,7 @@ from typing import Any
 from proxy.doctor.baseurl import Places, Route, classify, is_chatgpt
 from proxy.doctor.findings import Edit, Finding, Format, Status, dotted, shown, shown_value
 from proxy.doctor.inputs import Inputs
-from proxy.doctor.json5edit import ParseError, parse
+from proxy.doctor.json5 import ParseError, parse
 from proxy.doctor.reading import Unreadable, read_text
 
 AREA = "OpenClaw"

@@ -11,6 +11,7 @@ from yarl import URL
 from proxy.config import Sourced
 from proxy.doctor import codex, environment, listener, openclaw, render, wayout
 from proxy.doctor.baseurl import Places, origin_of, parse, proxy_base
+from proxy.doctor.connect import Target
 from proxy.doctor.findings import Finding, Status
 from proxy.doctor.fix import Outcome, apply_all
 from proxy.doctor.inputs import Inputs
@@ -31,7 +32,7 @@ async def examine(
     ]
     listening = {own} | {origin for origin in referenced if origin not in upstreams}
     answers, way_out = await asyncio.gather(
-        listener.probe(listening), wayout.check(wayout.Target.from_settings(settings.upstream))
+        listener.probe(listening), wayout.check(Target.from_settings(settings.upstream))
     )
     found = frozenset(origin for origin, answer in answers.items() if listener.is_proxy(answer))
     places = Places.build(settings.listen, settings.upstream.url, found)

@@ -11,7 +11,7 @@ import json
 import re
 import tomllib
 
-from proxy.doctor.json5edit import UnsafeEditError
+from proxy.doctor.findings import UnsafeEditError
 
 _HEADER = re.compile(r"^[ \t]*\[", re.M)
 _KEY_LINE = re.compile(r"^[ \t]*[A-Za-z0-9_\-\"'.]+[ \t]*=", re.M)
