@@ -10,8 +10,6 @@ in effect then (`--config`, else $CODEX_PATH_PROXY_CONFIG), so it listens where 
 from __future__ import annotations
 
 import asyncio
-import plistlib
-import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -22,12 +20,10 @@ from yarl import URL
 
 from proxy.doctor.baseurl import origin_of, proxy_base
 from proxy.doctor.listener import HEALTHZ, healthz, is_proxy
+from proxy.service_files import LABEL, NAME, launchd_plist, systemd_unit
 from proxy.settings import ENV_PREFIX, Settings
 
-NAME = "codex-path-proxy"
 UNIT = f"{NAME}.service"
-LABEL = f"local.{NAME}"
-STOP_MARGIN = 10  # seconds beyond shutdown.grace before the service manager kills it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,55 +79,6 @@ class Host:
         return (*self.command, "serve", *settings)
 
 
-def systemd_unit(host: Host, settings: Settings) -> str:
-    return (
-        f"# Written by `{NAME} service install`; `{NAME} service uninstall` removes it.\n"
-        "[Unit]\n"
-        f"Description={NAME}: rewrites chatgpt.com's retired /backend-api/responses paths\n"
-        "\n"
-        "[Service]\n"
-        "Type=exec\n"
-        f"ExecStart={_exec_start(host.argv)}\n"
-        "Restart=on-failure\n"
-        "RestartSec=2\n"
-        "# shutdown.grace for in-flight streams to finish, then a margin\n"
-        f"TimeoutStopSec={round(settings.shutdown.grace) + STOP_MARGIN}\n"
-        "\n"
-        "[Install]\n"
-        "WantedBy=default.target\n"
-    )
-
-
-def _exec_start(argv: tuple[str, ...]) -> str:
-    """systemd's ExecStart: % starts a specifier everywhere, $ a variable in the arguments
-    only (never in the program's path); a word with a space or a quote is quoted."""
-    program, *args = argv
-    return " ".join([_quote(program), *(_quote(arg.replace("$", "$$")) for arg in args)])
-
-
-def _quote(word: str) -> str:
-    word = word.replace("%", "%%")
-    if re.fullmatch(r"[\w@%+=:,./$-]+", word):
-        return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def launchd_plist(host: Host, settings: Settings) -> bytes:
-    log = str(host.home / "Library" / "Logs" / f"{NAME}.log")
-    agent = {
-        "Label": LABEL,
-        "ProgramArguments": list(host.argv),
-        "RunAtLoad": True,
-        # Restarted when it dies, not after a clean exit (SIGTERM drains and exits 0).
-        "KeepAlive": {"SuccessfulExit": False},
-        "StandardOutPath": log,
-        "StandardErrorPath": log,
-        # launchd's default of 20 s would cut streams still draining.
-        "ExitTimeOut": round(settings.shutdown.grace) + STOP_MARGIN,
-    }
-    return plistlib.dumps(agent)
-
-
 @dataclass(frozen=True, slots=True)
 class Manager:
     """One platform's service manager: where its file goes, and the commands for it."""
@@ -149,7 +96,7 @@ def manager(host: Host, settings: Settings) -> Manager | None:
     if host.platform.startswith("linux"):
         return Manager(
             file=host.config_home / "systemd" / "user" / UNIT,
-            text=systemd_unit(host, settings).encode(),
+            text=systemd_unit(host.argv, settings.shutdown.grace).encode(),
             tool="systemctl",
             start=(("--user", "daemon-reload"), ("--user", "enable", "--now", UNIT)),
             stop=(("--user", "disable", "--now", UNIT), ("--user", "daemon-reload")),
@@ -161,7 +108,7 @@ def manager(host: Host, settings: Settings) -> Manager | None:
         file = host.home / "Library" / "LaunchAgents" / f"{LABEL}.plist"
         return Manager(
             file=file,
-            text=launchd_plist(host, settings),
+            text=launchd_plist(host.argv, host.home, settings.shutdown.grace),
             tool="launchctl",
             start=(("bootstrap", domain, str(file)),),
             stop=(("bootout", f"{domain}/{LABEL}"),),

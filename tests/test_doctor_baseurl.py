@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.doctor.baseurl import Places, Route, classify, is_chatgpt, proxy_base
+from proxy.doctor.findings import dotted, shown
 from proxy.settings import Listen
 
 UPSTREAM = "http://127.0.0.1:9001"  # a test's fake chatgpt.com
@@ -62,3 +63,27 @@ def test_is_chatgpt() -> None:
     assert is_chatgpt("https://ChatGPT.com/backend-api")
     assert not is_chatgpt("http://127.0.0.1:9001/backend-api")
     assert not is_chatgpt("not a url")
+
+
+@pytest.mark.parametrize(
+    ("text", "safe"),
+    [
+        ("http://me:s3cret@proxy.corp:3128", "http://me:[redacted]@proxy.corp:3128"),
+        ("http://me:s3cret@[bad", "http://[redacted]"),
+        ("Bearer abcdef123456", "Bearer [redacted #"),
+        ("https://chatgpt.com/backend-api", "https://chatgpt.com/backend-api"),
+    ],
+)
+def test_shown_masks_passwords_and_tokens(text: str, safe: str) -> None:
+    assert shown(text).startswith(safe)
+    assert "s3cret" not in shown(text)
+    assert "abcdef123456" not in shown(text)
+
+
+def test_dotted_quotes_only_odd_names() -> None:
+    assert dotted(("models", "providers", "openai-codex", "baseUrl")) == (
+        "models.providers.openai-codex.baseUrl"
+    )
+    assert dotted(("auth", "profiles", "openai-codex:me@example.com")) == (
+        'auth.profiles."openai-codex:me@example.com"'
+    )

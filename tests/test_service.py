@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.service import Host, manager, run, systemd_unit
+from proxy.service import Host, manager, run
+from proxy.service_files import systemd_unit
 from proxy.settings import Settings
 from tests.doctor_homes import doctor_environ, run_cli, write
 from tests.harness import StartProxy
@@ -110,7 +111,7 @@ def test_systemd_refuses_what_the_quoting_protects_against(tmp_path: Path) -> No
     folder.mkdir()
     executable = folder / "codex-path-proxy"
     shutil.copy(Path(sys.executable).parent / "codex-path-proxy", executable)
-    unit = systemd_unit(host(tmp_path, command=(str(executable),)), Settings())
+    unit = systemd_unit(host(tmp_path, command=(str(executable),)).argv, grace=30)
     assert f'ExecStart="{tmp_path}/odd $HOME %%h bin/codex-path-proxy" serve\n' in unit
     checked = verify(unit, tmp_path)
     assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")

@@ -8,6 +8,7 @@ ever printed: at most its fingerprint.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -64,9 +65,10 @@ class Finding:
 
 def dotted(key: tuple[str, ...]) -> str:
     """A key path as OpenClaw's docs write it: names joined by dots, odd ones quoted."""
-    return ".".join(
-        part if part.replace("_", "a").replace("-", "a").isalnum() else f'"{part}"' for part in key
-    )
+    return ".".join(part if _PLAIN.fullmatch(part) else json.dumps(part) for part in key)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def shown(text: str) -> str:

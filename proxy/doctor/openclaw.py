@@ -28,6 +28,7 @@ NEW_PROVIDER = "openai"
 CHATGPT_API = "openai-chatgpt-responses"
 DEFAULT_BASE = "https://chatgpt.com/backend-api"
 FIRST_FIXED = (2026, 4, 25)  # the first release that canonicalises a chatgpt.com base URL
+TOUCHED = ("meta", "lastTouchedVersion")  # the version of OpenClaw that last wrote the config
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,12 +104,9 @@ def read(inputs: Inputs) -> State:
         return State(path=path, text=text, error=str(exc), install=install)
     if not isinstance(config, dict):
         return State(path=path, text=text, error="the top level is not an object", install=install)
-    if install is None and isinstance(touched := _get(config, "meta", "lastTouchedVersion"), str):
-        install = Install(version=touched, where=f"last written by it, {dotted(_TOUCHED)}")
+    if install is None and isinstance(touched := _get(config, *TOUCHED), str):
+        install = Install(version=touched, where=f"last written by it, {dotted(TOUCHED)}")
     return State(path=path, text=text, config=config, install=install, providers=_providers(config))
-
-
-_TOUCHED = ("meta", "lastTouchedVersion")
 
 
 def _get(data: Any, *names: str) -> Any:
