@@ -142,10 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def look_after(args: argparse.Namespace, settings: Settings, sources: Sourced) -> int:
     """doctor and service: this machine's side, its inputs read here, once."""
     given = vars(args)
-    config_file = given.get("config") or os.environ.get(CONFIG_ENV)
     if args.command == "doctor":
         inputs = Inputs.from_environ(os.environ, home=Path.home(), now=time.time())
-        return doctor(settings, sources, config_file, inputs, fix=args.fix, as_json=args.json)
+        return doctor(settings, sources, inputs, fix=args.fix, as_json=args.json)
     host = Host.from_environ(
         os.environ,
         platform=sys.platform,
@@ -153,7 +152,7 @@ def look_after(args: argparse.Namespace, settings: Settings, sources: Sourced) -
         uid=os.getuid() if hasattr(os, "getuid") else 0,
         argv0=sys.argv[0],
         executable=sys.executable,
-        config_file=config_file,
+        config_file=given.get("config") or os.environ.get(CONFIG_ENV),
     )
     return run_service(args.action, settings, host, print_only=given.get("print_only", False))
 

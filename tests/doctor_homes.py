@@ -98,7 +98,7 @@ async def run_doctor(
         environ=settings_environ or {},
         flags={"--upstream": upstream, "--port": port},
     )
-    return await examine(settings, sources, None, inputs(home, environ))
+    return await examine(settings, sources, inputs(home, environ))
 
 
 def line(findings: list[Finding], where: str) -> Finding:

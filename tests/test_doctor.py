@@ -531,8 +531,10 @@ async def test_an_empty_rule_table_names_where_it_was_emptied(world: World, tmp_
         environ={},
         flags={"--upstream": world.fake.url, "--port": world.port},
     )
-    found = await examine(settings, sources, str(config), inputs(world.home))
-    assert line(found, "codex-path-proxy").says == f"{__version__}, settings from {config}"
+    found = await examine(settings, sources, inputs(world.home))
+    assert line(found, "codex-path-proxy").says == (
+        f"{__version__}, settings: file {config}, flag --upstream, flag --port"
+    )
     rules = line(found, "rewrite.rules")
     assert (
         rules.says

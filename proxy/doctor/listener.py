@@ -19,6 +19,7 @@ AREA = "This proxy"
 HEALTHZ = "/_proxy/healthz"
 TIMEOUT = 5.0
 RETIRED = "/backend-api/responses"
+_LAYERS = ("file", "environment", "flag")  # how proxy.config names a value's source
 START = (
     "start it: `codex-path-proxy service install` (then it runs at every login), "
     "or `codex-path-proxy` in a terminal"
@@ -67,11 +68,12 @@ def url(origin: Origin) -> str:
 def check(
     settings: Settings,
     sources: Sourced,
-    config_file: str | None,
     own: Origin,
     answers: dict[Origin, Answer | str],
 ) -> list[Finding]:
-    where = f"settings from {config_file}" if config_file else "settings: built-in defaults"
+    given = dict.fromkeys(value.source for value in sources.values() if value.source != "default")
+    layers = sorted(given, key=lambda source: _LAYERS.index(source.split(" ", 1)[0]))
+    where = f"settings: {', '.join(layers) or 'built-in defaults'}"
     findings = [
         Finding(
             area=AREA, status=Status.INFO, where="codex-path-proxy", says=f"{__version__}, {where}"

@@ -18,9 +18,7 @@ from proxy.doctor.inputs import Inputs
 from proxy.settings import Settings, is_loopback
 
 
-async def examine(
-    settings: Settings, sources: Sourced, config_file: str | None, inputs: Inputs
-) -> list[Finding]:
+async def examine(settings: Settings, sources: Sourced, inputs: Inputs) -> list[Finding]:
     claw = openclaw.read(inputs)
     codex_state = codex.read(inputs)
     own = origin_of(URL(proxy_base(settings.listen)))
@@ -37,7 +35,7 @@ async def examine(
     found = frozenset(origin for origin, answer in answers.items() if listener.is_proxy(answer))
     places = Places.build(settings.listen, settings.upstream.url, found)
     return [
-        *listener.check(settings, sources, config_file, own, answers),
+        *listener.check(settings, sources, own, answers),
         *openclaw.check(claw, places),
         *codex.check(codex_state, places, now=inputs.now),
         *environment.check(inputs, places, settings.upstream),
@@ -48,21 +46,20 @@ async def examine(
 def doctor(
     settings: Settings,
     sources: Sourced,
-    config_file: str | None,
     inputs: Inputs,
     *,
     fix: bool,
     as_json: bool,
 ) -> int:
     """Print the checklist (after the fixes, with --fix); 0 when nothing is wrong."""
-    findings = asyncio.run(examine(settings, sources, config_file, inputs))
+    findings = asyncio.run(examine(settings, sources, inputs))
     done: list[Outcome] | None = None
     if fix:
         edits = [edit for finding in findings for edit in finding.edits]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(inputs.now))
         done = apply_all(edits, stamp=stamp)
         if done:
-            findings = asyncio.run(examine(settings, sources, config_file, inputs))
+            findings = asyncio.run(examine(settings, sources, inputs))
     if as_json:
         print(render.as_json(findings, done))
     else:
