@@ -533,7 +533,7 @@ async def test_an_empty_rule_table_names_where_it_was_emptied(world: World, tmp_
     )
     found = await examine(settings, sources, inputs(world.home))
     assert line(found, "codex-path-proxy").says == (
-        f"{__version__}, settings: file {config}, flag --upstream, flag --port"
+        f"{__version__}, settings: file {config}, flag --port, flag --upstream"
     )
     rules = line(found, "rewrite.rules")
     assert (
