@@ -4,6 +4,7 @@ and --fix round trips that change the named keys and leave every other byte as i
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -290,3 +291,19 @@ async def test_fix_with_nothing_to_edit_only_checks(
     assert code == 0
     assert out.startswith("This proxy\n")
     assert out.endswith("\nNothing is wrong.\n")
+
+
+def test_fix_keeps_the_owner_of_a_file_edited_as_root(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.fail(
+            "this test needs root (as scripts/check and CI have), to own a file as another user"
+        )
+    path = write(tmp_path / "openclaw.json", HAND_WRITTEN)
+    os.chown(path, 65534, 65534)
+    path.chmod(0o640)
+    edit = Edit(file=str(path), format=Format.JSON5, key=("update", "checkOnStart"), value=True)
+    (outcome,) = apply_all([edit], stamp="20270115T080000Z")
+    assert outcome.refused == ""
+    status = path.stat()
+    assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (65534, 65534, 0o640)
+    assert "checkOnStart: true" in path.read_text()

@@ -67,15 +67,20 @@ def _backup_name(path: Path, stamp: str) -> Path:
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Write beside the file, keep its mode, then rename over it: never a half-written file."""
-    mode = path.stat().st_mode
+    """Write beside the file, keep its mode and owner, then rename over it: never a
+    half-written file."""
+    status = path.stat()
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temporary, mode)
+        os.chmod(temporary, status.st_mode)
+        owner = (status.st_uid, status.st_gid)
+        if hasattr(os, "getuid") and owner != (os.getuid(), os.getgid()):
+            # Run with sudo for a user's file: the file stays theirs.
+            os.chown(temporary, *owner)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
