@@ -306,4 +306,6 @@ def test_fix_keeps_the_owner_of_a_file_edited_as_root(tmp_path: Path) -> None:
     assert outcome.refused == ""
     status = path.stat()
     assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (65534, 65534, 0o640)
+    backup = Path(outcome.backup).stat()
+    assert (backup.st_uid, backup.st_gid, stat.S_IMODE(backup.st_mode)) == (65534, 65534, 0o640)
     assert "checkOnStart: true" in path.read_text()

@@ -44,6 +44,7 @@ def apply(file: str, edits: tuple[Edit, ...], *, stamp: str) -> Outcome:
     backup = _backup_name(path, stamp)
     try:
         shutil.copy2(path, backup)
+        _keep_owner(path.stat(), backup)
         _replace(path, text.encode("utf-8"))
     except OSError as exc:
         return Outcome(file=file, edits=edits, refused=_reason(exc))
@@ -77,14 +78,18 @@ def _replace(path: Path, data: bytes) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, status.st_mode)
-        owner = (status.st_uid, status.st_gid)
-        if hasattr(os, "getuid") and owner != (os.getuid(), os.getgid()):
-            # Run with sudo for a user's file: the file stays theirs.
-            os.chown(temporary, *owner)
+        _keep_owner(status, Path(temporary))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _keep_owner(status: os.stat_result, path: Path) -> None:
+    """Run with sudo on a user's file, the edited file and its backup stay theirs."""
+    owner = (status.st_uid, status.st_gid)
+    if hasattr(os, "getuid") and owner != (os.getuid(), os.getgid()):
+        os.chown(path, *owner)
 
 
 def _reason(exc: OSError | UnicodeDecodeError) -> str:
