@@ -4,6 +4,8 @@ codex-path-proxy [serve] [--config FILE] [--host HOST] [--port PORT] [--upstream
                  [--log-level LEVEL] [--log-format FORMAT]
 codex-path-proxy check-config [--config FILE] [...]
 codex-path-proxy rewrite PATH [--config FILE]
+codex-path-proxy doctor [--json] [--fix] [--config FILE] [...]
+codex-path-proxy service install [--print] | uninstall | status [--config FILE]
 """
 
 from __future__ import annotations
@@ -13,14 +15,20 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from proxy import __version__
 from proxy.config import ConfigError, Sourced, load_settings
+from proxy.doctor.inputs import Inputs
+from proxy.doctor.run import doctor
 from proxy.log import configure_logging
 from proxy.rules import Rule, rewrite
 from proxy.server import StartupError, serve
+from proxy.service import Host
+from proxy.service import run as run_service
 from proxy.settings import CONFIG_ENV, FLAGS, Settings, key_type, keys, redact_url
 
 PROG = "codex-path-proxy"
@@ -77,6 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
     rewrite_parser.add_argument(
         "path", metavar="PATH", help="a raw request path, e.g. /backend-api/responses?x=1"
     )
+    doctor_parser = commands.add_parser(
+        "doctor",
+        parents=[options],
+        help="check the clients' configs, this proxy and the way out; exit 1 if anything is wrong",
+    )
+    doctor_parser.add_argument("--json", action="store_true", help="one JSON report for scripts")
+    doctor_parser.add_argument(
+        "--fix",
+        action="store_true",
+        help="make the config edits it proposes (a backup of each file first), then check again",
+    )
+    service = commands.add_parser(
+        "service", help="run the proxy at every login (systemd user unit, launchd agent)"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    install = service.add_parser(
+        "install", parents=[config], help="install and start it with this executable and settings"
+    )
+    install.add_argument(
+        "--print", dest="print_only", action="store_true", help="show the file, install nothing"
+    )
+    service.add_parser("uninstall", help="stop it and remove the file")
+    service.add_parser("status", parents=[config], help="installed, running, healthy?")
     return parser
 
 
@@ -97,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rewrite":
         print(explain(settings, args.path))
         return 0
+    if args.command in ("doctor", "service"):
+        return look_after(args, settings, sources)
     configure_logging(settings.log.level, settings.log.format)
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -105,6 +137,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def look_after(args: argparse.Namespace, settings: Settings, sources: Sourced) -> int:
+    """doctor and service: this machine's side, its inputs read here, once."""
+    given = vars(args)
+    if args.command == "doctor":
+        inputs = Inputs.from_environ(os.environ, home=Path.home(), now=time.time())
+        return doctor(settings, sources, inputs, fix=args.fix, as_json=args.json)
+    host = Host.from_environ(
+        os.environ,
+        platform=sys.platform,
+        home=Path.home(),
+        uid=os.getuid() if hasattr(os, "getuid") else 0,
+        argv0=sys.argv[0],
+        executable=sys.executable,
+        config_file=given.get("config") or os.environ.get(CONFIG_ENV),
+    )
+    return run_service(args.action, settings, host, print_only=given.get("print_only", False))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -10,6 +10,7 @@ it loads small; `allowPrivateNetwork` lets its SSRF guard accept a loopback base
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,13 @@ OLD = OpenClaw(Install("openclaw", VERSIONS["OPENCLAW_OLD_VERSION"]), NODE22, "o
 LATEST = OpenClaw(Install("openclaw", VERSIONS["OPENCLAW_LATEST_VERSION"]), NODE24, "openai")
 
 
-def config(claw: OpenClaw, base_url: str) -> dict[str, Any]:
+def config(claw: OpenClaw, base_url: str, *, private_network: bool = True) -> dict[str, Any]:
+    """`private_network=False`: as a user pointed at chatgpt.com has it (no loopback base,
+    so no `allowPrivateNetwork`)."""
     profile = f"{claw.provider}:{EMAIL}"
-    provider: dict[str, Any] = {
-        "baseUrl": base_url,
-        "models": [],
-        "request": {"allowPrivateNetwork": True},
-    }
+    provider: dict[str, Any] = {"baseUrl": base_url, "models": []}
+    if private_network:
+        provider["request"] = {"allowPrivateNetwork": True}
     image = {"primary": "openai/gpt-image-2", "fallbacks": []}
     defaults: dict[str, Any] = {"model": {"primary": f"{claw.provider}/gpt-5.4", "fallbacks": []}}
     if claw.provider == "openai-codex":
@@ -86,10 +87,11 @@ def config(claw: OpenClaw, base_url: str) -> dict[str, Any]:
     }
 
 
-def set_up(claw: OpenClaw, home: Path, base_url: str) -> None:
+def set_up(claw: OpenClaw, home: Path, base_url: str, *, private_network: bool = True) -> None:
     """Config and OAuth profile (a fake token valid for years) in HOME's state folder."""
     state = home / ".openclaw"
-    write_private(state / "openclaw.json", json.dumps(config(claw, base_url), indent=2))
+    text = json.dumps(config(claw, base_url, private_network=private_network), indent=2)
+    write_private(state / "openclaw.json", text)
     token = {
         "type": "oauth",
         "provider": claw.provider,
@@ -167,3 +169,13 @@ def doctor(claw: OpenClaw, home: Path, *, timeout: float = 240) -> Command:
     """2026.9.x: migrates the JSON auth store written by set_up (into its SQLite state)."""
     args = ["doctor", "--fix", "--non-interactive"]
     return command(claw, home, "doctor", args, timeout=timeout)
+
+
+def proxy_doctor(claw: OpenClaw, home: Path, *args: str, timeout: float = 60) -> Command:
+    """`codex-path-proxy doctor` in the environment OpenClaw runs in: its state variables,
+    and this OpenClaw's `openclaw` first on PATH (the doctor reads its version there)."""
+    env = command(claw, home, "env", [], timeout=timeout).env
+    env["PATH"] = f"{claw.install.folder / 'node_modules/.bin'}:{env['PATH']}"
+    argv = [sys.executable, "-m", "proxy", "doctor", *args]
+    outputs = {"config": home / ".openclaw" / "openclaw.json"}
+    return Command(f"codex-path-proxy {' '.join(argv[3:])}", argv, env, home, timeout, outputs)

@@ -45,6 +45,23 @@ async def openclaw_old_chat(rig: Rig) -> None:
         await rig.step("proxy", openclaw.model_run(openclaw.OLD, home))
 
 
+async def openclaw_old_doctor(rig: Rig) -> None:
+    """The machine of issue 15: OpenClaw 2026.4.23 pointed straight at chatgpt.com (the
+    fake here), as a user has it. `doctor` names what is wrong, `doctor --fix` edits the
+    config, and image generation then works through the proxy with no other edit."""
+    claw = openclaw.OLD
+    # The doctor points clients at the relay, which is where the proxy is reached here.
+    assert rig.relay is not None
+    where = ["--upstream", rig.fake.origin, "--port", str(rig.relay.port)]
+    with temporary_home("openclaw-doctor") as home:
+        openclaw.set_up(claw, home, rig.direct, private_network=False)
+        await rig.step("doctor", openclaw.proxy_doctor(claw, home, *where))
+        fix = await rig.step("doctor --fix", openclaw.proxy_doctor(claw, home, "--fix", *where))
+        for backup in (home / ".openclaw").glob("openclaw.json.bak-*"):
+            fix.run.files[backup.name] = backup.read_bytes()
+        await rig.step("image", openclaw.image(claw, home))
+
+
 async def openclaw_latest(rig: Rig) -> None:
     """One state for all: doctor migrates it once (about 20 s of CPU)."""
     claw = openclaw.LATEST
@@ -97,6 +114,12 @@ SCENARIOS = {
         ),
         Scenario(
             "openclaw_old_chat", "openclaw-old", (openclaw.OLD.install, NODE22), openclaw_old_chat
+        ),
+        Scenario(
+            "openclaw_old_doctor",
+            "openclaw-old",
+            (openclaw.OLD.install, NODE22),
+            openclaw_old_doctor,
         ),
         Scenario(
             "openclaw_latest",

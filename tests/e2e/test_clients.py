@@ -71,6 +71,55 @@ def test_openclaw_2026_4_23_image_through_the_proxy(outcome: Outcome) -> None:
     assert unfaithful(outcome, step) == []
 
 
+@pytest.mark.scenario("openclaw_old_doctor")
+def test_doctor_fix_makes_openclaw_2026_4_23_image_generation_work_through_the_proxy(
+    outcome: Outcome,
+) -> None:
+    assert outcome.rig is not None
+    provider = "models.providers.openai-codex"
+    proxy_base = outcome.rig.via_proxy
+    before = outcome.step("doctor")
+    assert before.run.returncode == 1
+    lines = [line.strip() for line in before.run.stdout.splitlines()]
+    assert any(
+        line.startswith("✘ ")
+        and f'{provider}.baseUrl = "{outcome.rig.direct}"' in line
+        and "OpenClaw 2026.4.23 posts images to" in line
+        and line.endswith(f'→ set it to "{proxy_base}"')
+        for line in lines
+    ), before.run.stdout
+    assert any(
+        line.startswith("✘ ") and f"{provider}.request.allowPrivateNetwork: not set" in line
+        for line in lines
+    ), before.run.stdout
+
+    fix = outcome.step("doctor --fix")
+    assert fix.run.returncode == 0, fix.run.stdout
+    assert fix.run.stdout.endswith("\nNothing is wrong.\n"), fix.run.stdout
+    original, edited = before.run.files["config"], fix.run.files["config"]
+    backups = [
+        data for name, data in fix.run.files.items() if name.startswith("openclaw.json.bak-")
+    ]
+    assert backups == [original]
+    old_lines, new_lines = original.decode().splitlines(), edited.decode().splitlines()
+    assert [line for line in old_lines if line not in new_lines] == [
+        f'        "baseUrl": "{outcome.rig.direct}",'
+    ]
+    assert [line for line in new_lines if line not in old_lines] == [
+        '        "request": {',
+        '          "allowPrivateNetwork": true',
+        "        },",
+        f'        "baseUrl": "{proxy_base}",',
+    ]
+
+    image = outcome.step("image")
+    assert image.run.returncode == 0
+    assert digest(image.run.files.get("image")) == digest(served_png(outcome))
+    assert sent_calls(image) == [("POST", "/backend-api/responses")]
+    assert fake_calls(image) == [("POST", "/backend-api/codex/responses", 200)]
+    assert unfaithful(outcome, image) == []
+
+
 @pytest.mark.scenario("openclaw_old_chat")
 def test_openclaw_2026_4_23_chat_through_the_proxy(outcome: Outcome) -> None:
     step = outcome.step("proxy")
