@@ -168,7 +168,11 @@ async def test_non_loopback_bind_warns_that_tokens_cross_the_port(fake: FakeUpst
     finally:
         proxy.stop()
     assert warning["level"] == "warning"
-    assert "tokens" in warning["event"]
+    # As written: the masker once took "bearer tokens" for a credential.
+    assert warning["event"] == (
+        "listening beyond this machine: bearer tokens and conversations cross this port; "
+        "anyone who can reach it can use the tokens sent through it"
+    )
     assert warning["host"] == "0.0.0.0"
 
 
