@@ -9,11 +9,11 @@ from typing import Any
 import structlog
 from aiohttp import http_parser, web
 
-from proxy import __version__
 from proxy.app import create_app
 from proxy.lifecycle import LIFECYCLE
 from proxy.protocol import ConnectionGate, ProxyRunner
-from proxy.settings import Settings, is_loopback, redact_url
+from proxy.settings import Settings, is_loopback
+from proxy.startup import startup_fields
 
 
 class StartupError(Exception):
@@ -92,12 +92,11 @@ async def serve(settings: Settings) -> None:
         addresses = [_address(sockname) for sockname in runner.addresses]
         log.info(
             "listening",
-            version=__version__,
-            loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
-            address=addresses[0] if len(addresses) == 1 else addresses,
-            upstream=settings.upstream.url,
-            proxy=redact_url(settings.upstream.proxy) or None,
-            rules=[rule.name for rule in settings.rewrite.active],
+            **startup_fields(
+                settings,
+                addresses,
+                loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+            ),
         )
         if not is_loopback(settings.listen.host):
             log.warning(
