@@ -89,3 +89,14 @@ def with_host(pairs: Pairs, host: str) -> Pairs:
     if not seen:
         out.insert(0, ("Host", host))
     return out
+
+
+def forwarded_request(pairs: Pairs, host: str) -> Pairs:
+    """A request's headers as the upstream gets them: the end-to-end ones with Host set
+    to the upstream's, and a chunked body still announced as chunked (last, where the
+    client library puts its framing header). For showing what was sent (a capture)."""
+    sent = with_host(end_to_end(pairs, request=True), host)
+    codings = [value for name, value in pairs if name.lower() == "transfer-encoding"]
+    if codings and codings[-1].strip().lower().endswith("chunked"):
+        sent.append(("Transfer-Encoding", "chunked"))
+    return sent
