@@ -17,6 +17,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,16 @@ import brotli
 import orjson
 import structlog
 import zstandard
+from yarl import URL
 
 from proxy import __version__, redact
 from proxy.exchange import Bodies, Body, Exchange, Observer
+from proxy.forward import Head, forwarded_pairs
+from proxy.headers import decode_lossy
 
-_BLOB = re.compile(rb"[A-Za-z0-9+/]{4096,}={0,2}")
+# A run of base64 at least this long (an image, a file) is replaced by its size and hash.
+BLOB_MIN = 4096
+_BLOB = re.compile(rb"[A-Za-z0-9+/]{%d,}={0,2}" % BLOB_MIN)
 EXCERPT = 512
 
 
@@ -92,12 +98,24 @@ def _content(body: Body, encoding: str | None, mime: str, secrets: Sequence[str]
     return content
 
 
+def _head(exchange: Exchange) -> Head:
+    return Head.read(
+        exchange.method.encode(),
+        exchange.target.encode("latin-1"),
+        "1.1",
+        exchange.raw_request_headers,
+        keep_alive=True,
+        upgrade=exchange.websocket is not None,
+    )
+
+
 def _headers(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"name": name, "value": value} for name, value in redact.headers(pairs)]
 
 
 def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
-    """One exchange as a HAR 1.2 log (the URL is the upstream's, after rewriting)."""
+    """One exchange as a HAR 1.2 log, the request as forwarded: the upstream's URL after
+    rewriting, the headers it got (its Host); the client's own target is in the comment."""
     target = exchange.upstream_target or exchange.target
     query = target.partition("?")[2]
     request_type = exchange.request_header("Content-Type") or ""
@@ -105,6 +123,7 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
     wait = exchange.headers_ms or 0.0
     secrets = redact.secret_values([*exchange.request_headers, *exchange.response_headers])
     total = exchange.duration_ms or 0.0
+    host = (URL(upstream).host_port_subcomponent or upstream).encode()
     entry: dict[str, Any] = {
         "startedDateTime": datetime.datetime.fromtimestamp(
             exchange.started_at, datetime.UTC
@@ -115,7 +134,7 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
             "url": upstream + redact.redact_target(target),
             "httpVersion": "HTTP/1.1",
             "cookies": [],
-            "headers": _headers(exchange.request_headers),
+            "headers": _headers(decode_lossy(forwarded_pairs(_head(exchange), host=host))),
             "queryString": [
                 {"name": name, "value": value}
                 for name, _, value in (
@@ -129,7 +148,7 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
         },
         "response": {
             "status": exchange.status or 0,
-            "statusText": "",
+            "statusText": exchange.reason or _reason(exchange.status),
             "httpVersion": "HTTP/1.1",
             "cookies": [],
             "headers": _headers(exchange.response_headers),
@@ -173,6 +192,14 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
             "entries": [entry],
         }
     }
+
+
+def _reason(status: int | None) -> str:
+    """The standard reason phrase, where the upstream sent none."""
+    try:
+        return HTTPStatus(status or 0).phrase
+    except ValueError:
+        return ""
 
 
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")

@@ -14,9 +14,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         "rewrite", parents=[config], help="show what a path (with its query) is rewritten to"
     )
     rewrite_parser.add_argument(
-        "path", metavar="PATH", help="a raw request path, e.g. /backend-api/responses?x=1"
+        "path",
+        metavar="PATH",
+        type=request_target,
+        help="a raw request path, e.g. /backend-api/responses?x=1 (of a URL, its path is taken)",
     )
     doctor_parser = commands.add_parser(
         "doctor",
@@ -125,7 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe(sources))
         return 0
     if args.command == "rewrite":
-        print(explain(settings, args.path))
+        target: Target = args.path
+        if target.url is not None:
+            print(
+                f"{PROG} rewrite: taking the path of the URL {target.url}: {target.path} "
+                "(the proxy always sends to upstream.url)",
+                file=sys.stderr,
+            )
+        print(explain(settings, target.path))
         return 0
     if args.command in ("doctor", "service"):
         return look_after(args, settings, sources)
@@ -184,6 +196,57 @@ def describe(sources: Sourced) -> str:
             )
             lines.append(f"{section}.{key} = {_toml(shown)}  # {value.source}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What `rewrite` rewrites: a raw path and query, and the URL it came from, if any."""
+
+    path: str
+    url: str | None = None
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_EXAMPLE = "/backend-api/responses"
+
+
+def request_target(argument: str) -> Target:
+    """The argument of `rewrite` as a request target, or ArgumentTypeError with a hint."""
+    if not argument.strip():
+        raise argparse.ArgumentTypeError(
+            f"an empty string is not a path: give a request path such as {_EXAMPLE}"
+        )
+    if any(char.isspace() or not char.isprintable() for char in argument):
+        raise argparse.ArgumentTypeError(
+            f"{argument!r} holds whitespace or control characters, which no request target "
+            "does: percent-encode them (a space is %20)"
+        )
+    if argument.startswith("/"):
+        if "#" in argument:
+            raise argparse.ArgumentTypeError(
+                f"{argument!r}: a request target has no '#' fragment (clients never send it)"
+            )
+        return Target(argument)
+    if _SCHEME.match(argument):
+        scheme, _, rest = argument.partition("://")
+        if scheme.lower() not in ("http", "https"):
+            raise argparse.ArgumentTypeError(
+                f"{argument!r}: {scheme}:// is not HTTP: give a request path such as "
+                f"{_EXAMPLE}, or an http(s) URL"
+            )
+        # The path starts where the authority ends; the fragment never leaves a client.
+        start = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
+        path = rest[start:].partition("#")[0]
+        return Target(path if path.startswith("/") else "/" + path, url=argument)
+    first = argument.split("/", 1)[0]
+    hint = (
+        f"a URL needs its scheme (https://{argument}), or give its path alone"
+        if "." in first or ":" in first
+        else f"did you mean /{argument}?"
+    )
+    raise argparse.ArgumentTypeError(
+        f"{argument!r} is not a path: a request path starts with '/'; {hint}"
+    )
 
 
 def explain(settings: Settings, target: str) -> str:

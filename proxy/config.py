@@ -15,6 +15,7 @@ from typing import Any
 
 from yarl import URL
 
+from proxy.paths import ca_bundle_problem, folder_problem
 from proxy.rules import Rule
 from proxy.settings import (
     CONFIG_ENV,
@@ -61,7 +62,8 @@ def load_settings(
     values = defaults()
     path = config_file or environ.get(CONFIG_ENV)
     if path:
-        values.update(_from_file(Path(path)))
+        named_by = "flag --config" if config_file else f"environment {CONFIG_ENV}"
+        values.update(_from_file(Path(path), named_by))
     values.update(_from_environ(environ))
     for flag, value in flags.items():
         section, key = FLAGS[flag]
@@ -90,12 +92,14 @@ def proxy_from_environ(upstream: str, environ: Mapping[str, str]) -> tuple[str, 
     return None
 
 
-def _from_file(path: Path) -> Sourced:
+def _from_file(path: Path, named_by: str) -> Sourced:
     where = f"file {path}"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+        raise ConfigError(
+            f"{named_by}: cannot read the config file {path}: {exc.strerror}"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     values: Sourced = {}
@@ -245,6 +249,8 @@ def _validate(settings: Settings, values: Sourced) -> None:
     for section, key, minimum, reason in minimums:
         if getattr(getattr(settings, section), key) < minimum:
             fail(section, key, reason)
+    if settings.capture.dir and (problem := folder_problem(settings.capture.dir)):
+        fail("capture", "dir", problem)
     names = {rule.name for rule in settings.rewrite.rules}
     for name in settings.rewrite.disabled:
         if name not in names:
@@ -279,5 +285,5 @@ def _validate_upstream(
                 "proxy",
                 f"must be an http:// or https:// proxy URL, got {redact_url(upstream.proxy)!r}",
             )
-    if upstream.ca_bundle and not Path(upstream.ca_bundle).is_file():
-        fail("upstream", "ca_bundle", f"no such file: {upstream.ca_bundle}")
+    if upstream.ca_bundle and (problem := ca_bundle_problem(upstream.ca_bundle)):
+        fail("upstream", "ca_bundle", problem)

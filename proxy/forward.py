@@ -159,16 +159,22 @@ def _valid_handshake(head: Head) -> bool:
         return False
 
 
-def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:
-    """The head the upstream receives, in one join. A WebSocket upgrade keeps the
-    Connection and Upgrade that carry it to the next hop, a chunked body its
-    Transfer-Encoding; everything else hop-by-hop goes."""
+def _dropped(head: Head) -> frozenset[bytes]:
+    """The names that stay at this hop. A WebSocket upgrade keeps the Connection and
+    Upgrade that carry it to the next hop, a chunked body its Transfer-Encoding."""
     drop = HOP_BY_HOP | REQUEST_ONLY | head.listed
     if head.websocket:
         drop -= UPGRADE
     if head.chunked:
         # The body goes up chunked, as the client framed it: its own header says so.
         drop -= _TRANSFER_ENCODING
+    return drop
+
+
+def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:
+    """The head the upstream receives, in one join: the client's pairs minus the hop's,
+    one Host naming the upstream where the client's first Host stood (else first)."""
+    drop = _dropped(head)
     parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
     host_at = -1
     for name, value in head.headers:
@@ -183,6 +189,12 @@ def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:
         parts[4:4] = (b"Host: ", host, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def forwarded_pairs(head: Head, *, host: bytes) -> RawPairs:
+    """The pairs `upstream_head` puts on the wire, for showing what was sent (a capture)."""
+    lines = upstream_head(head, b"/", host=host).split(b"\r\n")[1:-2]
+    return [(name, value) for name, _, value in (line.partition(b": ") for line in lines)]
 
 
 def request_id(head: Head) -> str | None:

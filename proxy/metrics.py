@@ -9,8 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
+from proxy import __version__
 from proxy.exchange import Exchange, Observer, Outcome
 
 # LLM exchanges run from milliseconds (a refusal) to an hour (a long stream).
@@ -48,8 +58,22 @@ def _kind(exchange: Exchange) -> str:
 
 class Metrics(Observer):
     def __init__(self, *, in_flight: Callable[[], int], sessions: Callable[[], int]) -> None:
+        # A `_created` series beside every counter and histogram doubles what is scraped
+        # and no dashboard reads it (a process-wide switch: this is the only registry).
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        # What scrapers expect of any process: process_* (CPU, memory, open files),
+        # python_info and python_gc_*, as prometheus-client's default registry has them.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         prefix = "codex_path_proxy_"
+        Gauge(
+            prefix + "build_info",
+            "The running version, as a label; the value is always 1.",
+            ("version",),
+            registry=registry,
+        ).labels(__version__).set(1)
         self.requests = Counter(
             prefix + "requests",
             "Exchanges ended, by method, rule and status class.",

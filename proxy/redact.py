@@ -62,9 +62,12 @@ _SECRET_NAME = re.compile(
 )
 # Query parameter names that may carry credentials.
 _SECRET_PARAM = re.compile(r"token|key|secret|passw|auth|code|sig|session|cookie|jwt|bearer", re.I)
-# Credentials recognisable by shape wherever they appear.
+# Credentials recognisable by shape wherever they appear. After "Bearer" or "Basic", a
+# credential has a digit, a capital or one of -_~+/= in it, or is long: an English word
+# ("bearer tokens cross this port") is not one.
 _SECRET_SHAPES = re.compile(
-    r"(?P<scheme>(?i:bearer|basic)\s+)(?!\[redacted #)(?P<cred>[^\s\"',;]+)"
+    r"(?P<scheme>(?i:bearer|basic)\s+)(?!\[redacted #)"
+    r"(?P<cred>(?=[^\s\"',;]*[A-Z0-9_~+/=-])[^\s\"',;]+|[^\s\"',;]{16,})"
     r"|(?P<jwt>eyJ[\w-]{6,}\.[\w-]{6,}\.?[\w-]*)"
     r"|(?P<key>sk-[\w-]{12,})"
 )

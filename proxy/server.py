@@ -7,9 +7,9 @@ import signal
 
 import structlog
 
-from proxy import __version__
 from proxy.app import create_proxy
-from proxy.settings import Settings, is_loopback, redact_url
+from proxy.settings import Settings, is_loopback
+from proxy.startup import startup_fields
 
 
 class StartupError(Exception):
@@ -47,12 +47,11 @@ async def serve(settings: Settings) -> None:
             ) from None
         log.info(
             "listening",
-            version=__version__,
-            loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
-            address=addresses[0] if len(addresses) == 1 else addresses,
-            upstream=settings.upstream.url,
-            proxy=redact_url(settings.upstream.proxy) or None,
-            rules=[rule.name for rule in settings.rewrite.active],
+            **startup_fields(
+                settings,
+                addresses,
+                loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+            ),
         )
         if not is_loopback(settings.listen.host):
             log.warning(

@@ -141,3 +141,71 @@ def test_help_lists_every_option_with_its_default() -> None:
         assert default in text.split(option, 2)[-1]
     for command in ("serve", "check-config", "rewrite"):
         assert command in text
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("https://chatgpt.com/backend-api/responses", "/backend-api/responses"),
+        ("HTTPS://chatgpt.com:443/backend-api/responses/x?y=1#top", "/backend-api/responses/x?y=1"),
+        ("http://127.0.0.1:8780/backend-api/responses?x=%2F", "/backend-api/responses?x=%2F"),
+    ],
+)
+def test_rewrite_takes_a_url_for_its_path_and_says_so(
+    url: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["rewrite", url]) == 0
+    out, err = capsys.readouterr()
+    rest = path.removeprefix("/backend-api/responses")
+    assert out.splitlines()[0] == f"/backend-api/codex/responses{rest}"
+    assert out.splitlines()[1].startswith('rule { name = "legacy-responses"')
+    assert err == (
+        f"codex-path-proxy rewrite: taking the path of the URL {url}: {path} "
+        "(the proxy always sends to upstream.url)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("", "an empty string is not a path: give a request path such as /backend-api/responses"),
+        (" ", "an empty string is not a path: give a request path such as /backend-api/responses"),
+        (
+            "backend-api/responses",
+            "'backend-api/responses' is not a path: a request path starts with '/'; did you mean /backend-api/responses?",
+        ),
+        (
+            "chatgpt.com/backend-api/responses",
+            "'chatgpt.com/backend-api/responses' is not a path: a request path starts with '/'; a URL needs its scheme (https://chatgpt.com/backend-api/responses), or give its path alone",
+        ),
+        (
+            "ftp://chatgpt.com/backend-api/responses",
+            "'ftp://chatgpt.com/backend-api/responses': ftp:// is not HTTP: give a request path such as /backend-api/responses, or an http(s) URL",
+        ),
+        (
+            "/backend-api/responses x",
+            "'/backend-api/responses x' holds whitespace or control characters, which no request target does: percent-encode them (a space is %20)",
+        ),
+        (
+            "/backend-api/responses#x",
+            "'/backend-api/responses#x': a request target has no '#' fragment (clients never send it)",
+        ),
+    ],
+)
+def test_rewrite_refuses_what_is_not_a_path_with_a_hint_and_exit_2(
+    argument: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["rewrite", argument])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.endswith(f"codex-path-proxy rewrite: error: argument PATH: {message}\n")
+
+
+def test_rewrite_of_an_empty_argument_is_exit_2_from_the_real_command() -> None:
+    result = run("rewrite", "")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "an empty string is not a path" in result.stderr
+    assert "Traceback" not in result.stderr

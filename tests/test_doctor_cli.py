@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from proxy.doctor.findings import Edit, Format
 from proxy.doctor.fix import apply_all
@@ -30,7 +29,7 @@ from tests.doctor_homes import (
 )
 from tests.e2e import openclaw
 from tests.fake_upstream import FakeUpstream
-from tests.harness import StartProxy
+from tests.harness import RunningProxy, StartProxy
 
 # OpenClaw's config as a person keeps it: JSON5 with comments, unquoted keys, single quotes.
 HAND_WRITTEN = """\
@@ -62,12 +61,12 @@ model = "gpt-5.4-mini"
 
 
 @pytest.fixture
-async def proxy(start_proxy: StartProxy, fake: FakeUpstream) -> TestServer:
+async def proxy(start_proxy: StartProxy, fake: FakeUpstream) -> RunningProxy:
     answer_like_chatgpt(fake)
     return await start_proxy()
 
 
-def flags(proxy: TestServer, fake: FakeUpstream) -> list[str]:
+def flags(proxy: RunningProxy, fake: FakeUpstream) -> list[str]:
     return ["--port", str(proxy.port), "--upstream", fake.url]
 
 
@@ -78,7 +77,7 @@ def changed_lines(before: str, after: str) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("shape", ["e2e", "hand-written"])
 async def test_fix_round_trip_changes_the_named_keys_and_nothing_else(
-    tmp_path: Path, proxy: TestServer, fake: FakeUpstream, shape: str
+    tmp_path: Path, proxy: RunningProxy, fake: FakeUpstream, shape: str
 ) -> None:
     home = tmp_path / "home"
     base = f"http://127.0.0.1:{proxy.port}/backend-api"
@@ -135,7 +134,7 @@ async def test_fix_round_trip_changes_the_named_keys_and_nothing_else(
 
 
 async def test_fix_leaves_a_file_it_cannot_edit_safely_and_prints_the_edit(
-    tmp_path: Path, proxy: TestServer, fake: FakeUpstream
+    tmp_path: Path, proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     home = tmp_path / "home"
     text = HAND_WRITTEN.replace(
@@ -156,7 +155,7 @@ async def test_fix_leaves_a_file_it_cannot_edit_safely_and_prints_the_edit(
 
 
 async def test_fix_edits_a_symlinked_config_where_it_lives(
-    tmp_path: Path, proxy: TestServer, fake: FakeUpstream
+    tmp_path: Path, proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     home = tmp_path / "home"
     real = write(tmp_path / "dotfiles" / "openclaw.json", HAND_WRITTEN)
@@ -171,7 +170,7 @@ async def test_fix_edits_a_symlinked_config_where_it_lives(
 
 
 async def test_json_report_and_no_secret_in_any_output(
-    tmp_path: Path, proxy: TestServer, fake: FakeUpstream
+    tmp_path: Path, proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     home = tmp_path / "home"
     openclaw_home(home, openclaw_config(openclaw.OLD, CHATGPT))
@@ -283,7 +282,7 @@ def test_fix_twice_in_one_second_keeps_both_backups(tmp_path: Path) -> None:
 
 
 async def test_fix_with_nothing_to_edit_only_checks(
-    tmp_path: Path, proxy: TestServer, fake: FakeUpstream
+    tmp_path: Path, proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     code, out, _ = await run_cli(
         "doctor", "--fix", *flags(proxy, fake), environ=doctor_environ(tmp_path)

@@ -164,13 +164,62 @@ def test_every_setting_in_the_examples_is_valid(
     load_settings(config_file=None, environ=variables, flags={})  # no ConfigError
 
 
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
+
+
 def test_kubernetes_probes_ask_the_proxy_s_own_endpoints() -> None:
     proxy = pod_proxy()
-    assert "httpGet" not in proxy["livenessProbe"], "the kubelet would call the Pod IP"
+    for probe in PROBES:
+        assert "httpGet" not in proxy[probe], "the kubelet would call the Pod IP"
     liveness = proxy["livenessProbe"]["exec"]["command"]
     readiness = proxy["readinessProbe"]["exec"]["command"]
     assert f"{PREFIX}healthz'" in liveness[-1]
     assert f"{PREFIX}readyz'" in readiness[-1]
+
+
+def test_kubernetes_client_starts_only_once_the_sidecar_answers() -> None:
+    # A native sidecar counts as started when its startupProbe passes; without one, as
+    # soon as its process runs, before the proxy listens.
+    proxy = pod_proxy()
+    assert proxy in pod()["initContainers"]
+    startup = proxy["startupProbe"]
+    assert f"{PREFIX}readyz'" in startup["exec"]["command"][-1]
+    assert startup["periodSeconds"] <= 1, "the client waits at most this long for nothing"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 30, "a slow node's start"
+
+
+def capture_snippets() -> list[dict[str, Any]]:
+    """The YAML blocks of examples/README.md's "Capturing exchanges" section."""
+    section = (EXAMPLES / "README.md").read_text().split("## Capturing exchanges", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    return [yaml.safe_load(block) for block in blocks]
+
+
+def test_read_only_examples_say_where_a_capture_folder_is_mounted(tmp_path: Path) -> None:
+    name, proxy = compose_proxy()
+    assert proxy["read_only"] is True
+    assert pod_proxy()["securityContext"]["readOnlyRootFilesystem"] is True
+    for text in (
+        (EXAMPLES / "compose.yaml").read_text(),
+        (EXAMPLES / "kubernetes" / "sidecar.yaml").read_text(),
+    ):
+        assert "capture folder (capture.dir) must be a mounted" in text
+    compose_snippet, pod_snippet = capture_snippets()
+    service = compose_snippet["services"][name]
+    folder = service["environment"]["CODEX_PATH_PROXY_CAPTURE_DIR"]
+    assert [v for v in service["volumes"] if v.split(":")[1] == folder], "mounted where it points"
+    (sidecar,) = pod_snippet["initContainers"]
+    assert sidecar["name"] == pod_proxy()["name"]
+    folder = pod_env(sidecar)["CODEX_PATH_PROXY_CAPTURE_DIR"]
+    (mount,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == folder]
+    (volume,) = [v for v in pod_snippet["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume, "writable by the proxy's user"
+    assert not {v["name"] for v in pod()["volumes"]} & {volume["name"]}, "a new volume"
+    # The snippets' settings are valid for the image (the folder itself is the mount's).
+    env = configured(read_image(tmp_path), {**service["environment"], **pod_env(sidecar)})
+    env["CODEX_PATH_PROXY_CAPTURE_DIR"] = str(tmp_path)
+    load_settings(config_file=None, environ=env, flags={})
 
 
 async def test_the_probes_pass_against_the_proxy_run_as_the_pod_runs_it(
@@ -183,7 +232,7 @@ async def test_the_probes_pass_against_the_proxy_run_as_the_pod_runs_it(
     env = {**image.env, **pod_env(proxy), "CODEX_PATH_PROXY_LISTEN_PORT": str(unused_tcp_port)}
     async with serving(image.argv, env) as running:
         assert running.address == f"http://127.0.0.1:{unused_tcp_port}"
-        for probe in ("livenessProbe", "readinessProbe"):
+        for probe in PROBES:
             status, output = await run_command(proxy[probe]["exec"]["command"], env)
             assert status == 0, f"{probe}: {output}"
         running.process.send_signal(signal.SIGTERM)

@@ -470,3 +470,137 @@ async def test_overview_of_outcomes_with_a_live_stream_and_a_websocket(
     response = await streaming
     await response.read()
     response.close()
+
+
+def answers_by_path(fake: FakeUpstream) -> None:
+    """The fake answers a path ending in a number with that status (JSON); others as usual."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        last = request.path.rsplit("/", 1)[-1]
+        if not last.isdigit():
+            return await fake.default(request)
+        await fake.record(request)
+        return web.json_response({"detail": f"status {last}"}, status=int(last))
+
+    fake.handler = answer
+
+
+async def test_error_statuses_are_said_in_words_and_flagged_rows_show_their_diagnosis(
+    start_proxy: StartProxy, fake: FakeUpstream, client: aiohttp.ClientSession, browser: Browser
+) -> None:
+    inspected = await start_proxy(inspector={"enabled": True})
+    answers_by_path(fake)
+    view = await open_inspector(browser, inspected)
+    page = view.page
+    paths = [
+        "/backend-api/x/401",
+        "/backend-api/x/403",
+        "/backend-api/x/404",
+        "/v1/responses/404",
+        "/backend-api/x/500",
+    ]
+    for path in paths:
+        async with client.post(inspected.make_url(path), data=b"{}") as response:
+            await response.read()
+    await recorder(inspected).wait_ended(len(paths))
+    rows = page.locator("#rows tr")
+    await expect(rows).to_have_count(len(paths))
+    # Newest first: each outcome says the failure in words, not only in colour.
+    await expect(rows.locator(".c-outcome .badge:not(.warning)")).to_have_text(
+        ["server error", "not found", "not found", "forbidden", "unauthorized"]
+    )
+    for index in range(1, 5):
+        await expect(rows.nth(index)).to_have_class(re.compile(r"\bwarned\b"))
+    await expect(rows.nth(0)).to_have_class(re.compile(r"\bfailed\b"))
+    # The row of a client with the wrong base URL says so itself, in words.
+    base_url = f"http://127.0.0.1:{inspected.port}"
+    wrong_base = (
+        f"POST /v1/responses/404 is outside /backend-api: the client's base URL is "
+        f"{base_url}/v1; set it to {base_url}/backend-api"
+    )
+    await expect(rows.nth(1).locator(".row-diagnosis")).to_have_text(wrong_base)
+    await expect(rows.nth(1).locator(".row-diagnosis")).to_be_visible()
+    await expect(rows.nth(3).locator(".row-diagnosis")).to_contain_text("answered 403 with JSON")
+    # A flagged 404 with no diagnosis of the proxy's still says why it is flagged.
+    await expect(rows.nth(2).locator(".row-diagnosis")).to_have_count(0)
+    await rows.nth(2).click()
+    await expect(page.locator("#detail .diagnosis")).to_have_text(
+        "the upstream answered 404 (not found)"
+    )
+    await expect(page.locator("#detail dl").first).to_contain_text("not found")
+    await rows.nth(1).click()
+    await expect(page.locator("#detail .diagnosis")).to_have_text(wrong_base)
+    await page.keyboard.press("Escape")
+    visible = page.locator("#rows tr:visible")
+    await page.locator("#outcome-filter").select_option("error-status")
+    await expect(visible).to_have_count(len(paths))
+    await page.locator("#outcome-filter").select_option("completed")
+    await expect(visible).to_have_count(0)
+    await page.locator("#outcome-filter").select_option("")
+    await page.locator("#filter").fill("forbidden")
+    await expect(visible).to_have_count(1)
+    view.check_clean()
+
+
+async def no_horizontal_overflow(page: Page) -> None:
+    overflow = await page.evaluate(
+        """() => {
+          const main = document.querySelector("main");
+          return [document.documentElement.scrollWidth - window.innerWidth,
+                  main.scrollWidth - main.clientWidth];
+        }"""
+    )
+    assert overflow == [0, 0], (
+        f"wider than the window by {overflow[0]} px, the list by {overflow[1]} px"
+    )
+
+
+async def within_width(page: Page, selector: str, width: int) -> None:
+    boxes = [await cell.bounding_box() for cell in await page.locator(selector).all()]
+    assert boxes, selector
+    for box in boxes:
+        assert box is not None, f"{selector} is not shown"
+        assert box["x"] >= 0, (selector, box)
+        assert box["x"] + box["width"] <= width, (selector, box)
+
+
+@pytest.mark.parametrize("width", [360, 800, 1280, 2560])
+async def test_the_page_fits_every_width_from_a_phone_to_a_wide_screen(
+    start_proxy: StartProxy, fake: FakeUpstream, browser: Browser, tmp_path: Path, width: int
+) -> None:
+    inspected = await start_proxy(inspector={"enabled": True})
+    answers_by_path(fake)
+    view = await open_inspector(browser, inspected, width=width)
+    page = view.page
+    long_path = "/backend-api/files/file-" + "0123456789abcdef" * 4 + "/content?download=true"
+    async with aiohttp.ClientSession() as client:
+        for method, path in [
+            ("GET", long_path),
+            ("POST", "/v1/responses/404"),
+            ("POST", "/backend-api/x/403"),
+        ]:
+            async with client.request(method, inspected.make_url(path), data=b"{}") as response:
+                await response.read()
+        async with await post_legacy(client, inspected) as response:
+            await response.read()
+    await recorder(inspected).wait_ended(4)
+    rows = page.locator("#rows tr")
+    await expect(rows).to_have_count(4)
+    await expect(rows.first.locator(".c-events .last")).to_have_text("response.completed")
+    await no_horizontal_overflow(page)
+    for column in ("c-method", "c-path", "c-status", "c-outcome", "c-duration", "c-bytes"):
+        await within_width(page, f"#rows td.{column}", width)
+    await expect(rows.first.locator(".c-bytes")).to_have_text(re.compile(r"^\d.* ↑ ?\d.* ↓$"))
+    await expect(rows.first.locator(".c-duration")).to_have_text(re.compile(r"\d (ms|s)$"))
+    await page.screenshot(path=tmp_path / f"list-{width}.png")
+
+    await rows.nth(2).click()
+    detail = page.locator("#detail")
+    await expect(detail.locator(".diagnosis")).to_be_visible()
+    await within_width(page, "#detail", width)
+    await within_width(page, "#close", width)
+    await no_horizontal_overflow(page)
+    await page.screenshot(path=tmp_path / f"detail-{width}.png")
+    await page.locator("#close").click()
+    await expect(detail).to_be_hidden()
+    view.check_clean()

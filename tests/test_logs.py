@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 
 from proxy.log import ExchangeLine
 from proxy.redact import fingerprint
-from tests.fake_upstream import FakeUpstream, sse_event
+from tests.fake_upstream import CLOUDFLARE_403, FakeUpstream, sse_event
 from tests.harness import (
     RunningProxy,
     StartProxy,
@@ -228,9 +228,17 @@ async def test_errors_inside_a_200_stream_are_named(
 
 
 async def test_diagnosis_html_page_where_json_was_expected(
-    start_proxy: StartProxy, fake: FakeUpstream
+    proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
-    proxy = await start_proxy(rewrite={"rules": ()})
+    async def blocked(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        return web.Response(
+            status=403,
+            body=CLOUDFLARE_403,
+            headers={"Content-Type": "text/html", "cf-ray": "8f00fake0000-AMS"},
+        )
+
+    fake.handler = blocked
     with capture_logs() as logs:
         response = parse_response(
             await raw_request(
@@ -244,7 +252,8 @@ async def test_diagnosis_html_page_where_json_was_expected(
     assert line["log_level"] == "warning"
     assert line["diagnosis"] == (
         "127.0.0.1 answered an HTML page (status 403, cf-ray 8f00fake0000-AMS) where the client "
-        "expected an event stream: the path is retired or the request was blocked; rule table: empty"
+        "expected an event stream: the path is retired or the request was blocked; rule table: "
+        "legacy-responses, legacy-v1-responses, legacy-codex-v1-responses, legacy-v1-codex-responses"
     )
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy import __version__
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import RunningProxy, StartProxy, raw_request, recorder
+from tests.proc import start_proxy_process
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -180,3 +183,36 @@ async def test_metrics_can_be_turned_off(start_proxy: StartProxy, fake: FakeUpst
     ):
         assert response.status == 404
     assert fake.received == []
+
+
+async def test_the_real_process_serves_the_standard_collectors_and_its_version(
+    fake: FakeUpstream,
+) -> None:
+    proxy = await start_proxy_process("--upstream", fake.url)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{proxy.address}/_proxy/metrics") as response,
+        ):
+            text = await response.text()
+        proxy.process.send_signal(signal.SIGTERM)
+        await proxy.rest()
+    finally:
+        proxy.stop()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    samples = {sample.name for family in families.values() for sample in family.samples}
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_gc_objects_collected_total",
+    ):
+        assert name in samples, name
+    [python] = families["python_info"].samples
+    assert python.labels["implementation"] == "CPython"
+    [build] = families["codex_path_proxy_build_info"].samples
+    assert (build.labels, build.value) == ({"version": __version__}, 1.0)
+    # One series per counter and histogram, not a `_created` twin beside each.
+    assert not [name for name in samples if name.endswith("_created")]
+    assert "codex_path_proxy_requests_created" not in text

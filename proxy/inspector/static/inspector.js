@@ -12,6 +12,28 @@
     upstream_unreachable: "unreachable",
     rejected: "rejected",
   };
+  // An exchange that completed with an error status from the upstream: said in words.
+  const STATUS_WORDS = {
+    400: "bad request",
+    401: "unauthorized",
+    402: "payment required",
+    403: "forbidden",
+    404: "not found",
+    405: "method not allowed",
+    408: "request timeout",
+    409: "conflict",
+    410: "gone",
+    413: "too large",
+    415: "unsupported type",
+    422: "unprocessable",
+    426: "upgrade required",
+    429: "rate limited",
+    500: "server error",
+    501: "not implemented",
+    502: "bad gateway",
+    503: "unavailable",
+    504: "gateway timeout",
+  };
   const FAILED_ENDS = new Set(["response.failed", "response.incomplete", "error"]);
   const TIMELINE_SIZE = 200;
 
@@ -78,7 +100,15 @@
     return `${unit ? value.toFixed(value < 10 ? 1 : 0) : value} ${units[unit]}`;
   }
   const statusClass = (status) => (status ? `${Math.floor(status / 100)}xx` : "none");
-  const outcomeName = (rec) => (rec.live ? "live" : OUTCOMES[rec.outcome] || rec.outcome);
+  const errorStatus = (rec) => !rec.live && rec.outcome === "completed" && (rec.status || 0) >= 400;
+  const statusWords = (status) => STATUS_WORDS[status] || (status >= 500 ? "server error" : "client error");
+  // The outcome as a filter value and badge class; its label says an error status in words.
+  const outcomeName = (rec) =>
+    rec.live ? "live" : errorStatus(rec) ? "error-status" : OUTCOMES[rec.outcome] || rec.outcome;
+  const outcomeLabel = (rec) => (errorStatus(rec) ? statusWords(rec.status) : outcomeName(rec));
+  // What the page says of a flagged exchange: the proxy's diagnosis, else the status in words.
+  const explanation = (rec) =>
+    rec.diagnosis || (errorStatus(rec) ? `the upstream answered ${rec.status} (${statusWords(rec.status)})` : null);
   const failed = (rec) => !rec.live && (rec.outcome !== "completed" || (rec.status || 0) >= 500);
   const unfinished = (rec) => rec.completed === false && !rec.live;
   const warned = (rec) =>
@@ -97,8 +127,9 @@
         el("span", { class: "upstream" }, rec.upstream_path || ""),
         el("span", { class: "rule", title: "rewrite rule" }, rec.rule)));
     }
-    const outcome = el("td", { class: "c-outcome" }, el("span", { class: `badge ${outcomeName(rec)}` }, outcomeName(rec)));
-    if (warned(rec)) outcome.append(el("span", { class: "badge warning", title: rec.diagnosis || "" }, "!"));
+    if (rec.diagnosis) path.append(el("span", { class: "row-diagnosis" }, rec.diagnosis));
+    const outcome = el("td", { class: "c-outcome" }, el("span", { class: `badge ${outcomeName(rec)}` }, outcomeLabel(rec)));
+    if (warned(rec)) outcome.append(el("span", { class: "badge warning", title: explanation(rec) || "" }, "!"));
     const events = el("td", { class: "c-events" });
     if (rec.websocket) {
       events.append(el("span", { class: "count" }, `↑${rec.frames_in} ↓${rec.frames_out} frames`));
@@ -118,7 +149,9 @@
       outcome,
       events,
       el("td", { class: "c-duration" }, duration(elapsed(rec))),
-      el("td", { class: "c-bytes" }, `${size(rec.request_bytes)} ↑ ${size(rec.response_bytes)} ↓`),
+      el("td", { class: "c-bytes" },
+        el("span", { class: "up" }, `${size(rec.request_bytes)} ↑`), " ",
+        el("span", { class: "down" }, `${size(rec.response_bytes)} ↓`)),
     ];
   }
 
@@ -135,7 +168,7 @@
     const text = ui.filter.value.trim().toLowerCase();
     if (text) {
       const haystack = [rec.method, rec.path, rec.upstream_path, rec.rule, rec.status, rec.content_type,
-        rec.request_id, outcomeName(rec), rec.last_event, rec.diagnosis].join(" ").toLowerCase();
+        rec.request_id, outcomeName(rec), outcomeLabel(rec), rec.last_event, rec.diagnosis].join(" ").toLowerCase();
       if (!text.split(/\s+/).every((word) => haystack.includes(word))) return false;
     }
     if (ui.status.value && statusClass(rec.status) !== ui.status.value) return false;
@@ -322,8 +355,9 @@
         el("span", { class: "upstream" }, rec.upstream_path), el("span", { class: "rule" }, rec.rule))
       : el("p", { class: "muted" }, rec.upstream_path ? "not rewritten: no rule matched" : "not forwarded");
     parts.push(section("rewrite", rewrite));
-    if (rec.diagnosis) parts.push(el("p", { class: "diagnosis", role: "note" }, rec.diagnosis));
-    const badge = el("span", { class: `badge ${outcomeName(rec)}` }, outcomeName(rec));
+    const note = explanation(rec);
+    if (note) parts.push(el("p", { class: "diagnosis", role: "note" }, note));
+    const badge = el("span", { class: `badge ${outcomeName(rec)}` }, outcomeLabel(rec));
     parts.push(section("exchange", pairs([
       ["status", rec.status],
       ["outcome", badge],
