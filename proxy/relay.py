@@ -300,6 +300,11 @@ class Relay:
                 self._upgraded(data[upgrade.args[0] :])
             return
         except HttpParserError as exc:
+            if self.response_done:
+                # Whatever follows a complete answer was never asked for.
+                self._junk = True
+                self._flush_response()
+                return
             cause = exc.__context__
             failure, reason = Failure.BAD_RESPONSE, str(exc) or type(exc).__name__
             if isinstance(cause, _BadResponseError):
@@ -334,6 +339,10 @@ class Relay:
         self.client.resume_reading()
 
     # llhttp's callbacks: they only record.
+
+    def on_message_begin(self) -> None:
+        if self.response_done:
+            self._junk = True  # a second answer to one request
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
