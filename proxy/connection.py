@@ -62,6 +62,10 @@ class Request(Protocol):
 
     def client_lost(self) -> None: ...
 
+    def cut(self) -> None: ...
+
+    def fail(self, failure: Failure, message: str) -> None: ...
+
     def client_write_paused(self) -> None: ...
 
     def client_write_resumed(self) -> None: ...
@@ -390,7 +394,6 @@ class ClientConnection(asyncio.Protocol):
         if parsing is not None and not parsing.finished and parsing in requests:
             if parsing.started:
                 # Its body broke midway: it answers for itself, in its own log line.
-                assert isinstance(parsing, Relay)
                 parsing.keep_alive = False
                 parsing.fail(failure, message)
                 return
@@ -456,6 +459,12 @@ class ClientConnection(asyncio.Protocol):
                 "connection closed: request headers not complete within limits.header_timeout",
                 header_timeout_s=self.listener.header_timeout,
             )
+        self._close()
+
+    def cut(self) -> None:
+        """The proxy is stopping: what is still in flight here ends now, as a cut."""
+        for request in self.requests:
+            request.cut()
         self._close()
 
     def new_request_id(self) -> str:

@@ -161,6 +161,9 @@ class ControlRequest:
         self.finished = True
         self._let_go(ConnectionResetError("the client closed the connection"))
 
+    def cut(self) -> None:
+        """The proxy is stopping: aiohttp's own shutdown ends this request."""
+
     def fail(self, failure: Failure, message: str) -> None:
         """The request's body broke before aiohttp had all of it."""
         if self.finished:

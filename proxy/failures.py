@@ -45,6 +45,8 @@ class Failure(enum.Enum):
     INCOMPLETE_REQUEST = Kind(400, "incomplete_request", Outcome.CLIENT_DISCONNECTED)
     CLIENT_GONE = Kind(None, "client closed the connection", Outcome.CLIENT_DISCONNECTED)
     CLIENT_VANISHED = Kind(None, "client vanished", Outcome.CLIENT_DISCONNECTED)
+    # The shutdown grace ran out (or a second Ctrl-C came): the proxy cut the connection.
+    SHUTDOWN = Kind(None, "proxy_shutdown", Outcome.CLIENT_DISCONNECTED)
     # The upstream could not be reached.
     UNREACHABLE = Kind(502, "upstream_unreachable", Outcome.UPSTREAM_UNREACHABLE)
     TLS = Kind(502, "upstream_tls_error", Outcome.UPSTREAM_UNREACHABLE)

@@ -81,7 +81,7 @@ class Listener:
         for tunnel in list(self.tunnels):
             tunnel.shutdown()
         for connection in list(self.connections):
-            connection.transport.close()
+            connection.cut()
 
     async def close(self) -> None:
         self.stop_accepting()

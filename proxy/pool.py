@@ -24,6 +24,7 @@ from typing import Protocol, cast
 import structlog
 from yarl import URL
 
+from proxy.certificate import describe
 from proxy.failures import Failure
 from proxy.settings import Settings, redact_url
 
@@ -357,9 +358,12 @@ class Pool:
         except BaseException as exc:
             if connection.transport is not None:
                 connection.abort()
-            if isinstance(exc, Exception):
-                raise self._connect_error(exc) from None
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            error = self._connect_error(exc)
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                error.detail += f" ({await self._presented_certificate()})"
+            raise error from None
         connection.connect_ms = round((time.perf_counter() - started) * 1000, 3)
         return connection
 
@@ -406,6 +410,34 @@ class Pool:
                 connection.transport, connection, context, server_hostname=self.origin.host
             )
             connection.transport = cast(asyncio.Transport, transport)
+
+    async def _presented_certificate(self) -> str:
+        """Who the certificate the upstream presented names, read on a second connection
+        that does not verify it and sends nothing: which certificate the network put in
+        the way is what a person can act on."""
+        if self.proxy is not None:
+            return "the certificate came through upstream.proxy"
+        context = ssl.create_default_context()
+        # Only to read the names: nothing is sent on this connection.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                transport, _ = await loop.create_connection(
+                    asyncio.Protocol,
+                    self.origin.host,
+                    self.origin.port,
+                    ssl=context,
+                    server_hostname=self.origin.host,
+                )
+        except (OSError, TimeoutError):
+            return "its certificate could not be fetched again"
+        try:
+            der = transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        finally:
+            transport.close()
+        return describe(der) if der else "it presented no certificate"
 
     def tls_context(self) -> ssl.SSLContext:
         """The system trust store (with SNI and hostname checks), plus upstream.ca_bundle;

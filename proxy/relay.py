@@ -626,6 +626,11 @@ class Relay:
         self._release(reusable=False)
         self.finish()
 
+    def cut(self) -> None:
+        """The proxy is stopping with this request still in flight."""
+        if self.started and not self.finished and self.exchange.cause is None:
+            self.exchange.fail(Failure.SHUTDOWN)
+
     def client_lost(self) -> None:
         """The client's connection closed under this request."""
         if self.finished:

@@ -88,6 +88,7 @@ async def test_unreachable_upstream_is_502_json(start_proxy: StartProxy) -> None
     [line] = request_lines(logs)
     assert line["outcome"] == "upstream_unreachable"
     assert line["status"] == 502
+    assert line["detail"] == f"connection refused by 127.0.0.1:{port}"
 
 
 async def test_connect_timeout_is_504_json(start_proxy: StartProxy) -> None:
@@ -103,6 +104,9 @@ async def test_connect_timeout_is_504_json(start_proxy: StartProxy) -> None:
             writer.close()
     assert "0.3 s" in error["message"]
     assert request_lines(logs)[0]["outcome"] == "timeout"
+    assert request_lines(logs)[0]["detail"] == (
+        f"no connection to 127.0.0.1:{port} within upstream.connect_timeout"
+    )
 
 
 async def test_no_response_within_idle_timeout_is_504_json(
@@ -378,6 +382,7 @@ async def test_dns_failure_is_502_json_with_the_cause_logged() -> None:
         "upstream_unreachable",
         "upstream_unreachable",
     )
+    assert result["line"]["detail"].startswith("DNS name not found: upstream.invalid (")
 
 
 async def test_upstream_reset_before_headers_is_502_json(

@@ -612,3 +612,37 @@ async def test_no_secret_anywhere_at_any_level_with_every_feature_on(
     assert list(captures.glob("*.har"))
     for secret in (TOKEN, COOKIE, ACCOUNT, "sk-proj-abcdefghijklmnop1234"):
         assert secret not in everything
+
+
+async def test_the_debug_response_headers_line_is_written_when_the_headers_arrive(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    """A stream that runs for an hour still shows its response headers at once."""
+    release = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "x-request-id": "req_42"}
+        )
+        await response.prepare(request)
+        await response.write(sse_event("response.created", {}))
+        await release.wait()
+        await response.write_eof()
+        return response
+
+    fake.handler = held
+    proxy = await start_proxy(log={"level": "debug"})
+    with capture_logs() as logs:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        await reader.readuntil(b"\n\n")
+        during = [line["event"] for line in logs]
+        release.set()
+        await reader.read()
+        writer.close()
+        await recorder(proxy).wait_ended()
+    assert "response headers" in during
+    assert "request" not in during
+    [line] = [line for line in logs if line["event"] == "response headers"]
+    assert ["x-request-id", "req_42"] in [list(pair) for pair in line["headers"]]

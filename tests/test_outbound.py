@@ -80,9 +80,12 @@ async def test_untrusted_tls_upstream_is_a_502_naming_the_tls_error(
         assert error["code"] == "upstream_tls_error"
         assert "certificate" in error["message"]
         assert "upstream.ca_bundle" in error["message"]
-        assert [line["cause"] for line in logs if line["event"] == "request"] == [
-            "upstream_tls_error"
-        ]
+        [line] = [line for line in logs if line["event"] == "request"]
+        assert line["cause"] == "upstream_tls_error"
+        # The reason in words, with the certificate the network put in the way.
+        assert line["detail"].startswith("TLS verification failed: ")
+        assert "(subject O=trustme" in line["detail"]
+        assert "; issuer O=trustme" in line["detail"]
     assert tls_fake.received == []
 
 
@@ -145,6 +148,8 @@ async def test_a_proxy_refusing_the_tunnel_is_a_502(
     assert error["code"] == "upstream_proxy_error"
     assert "407" in error["message"]
     assert "wrong-pass" not in response.body.decode() + repr(logs)
+    [line] = [line for line in logs if line["event"] == "request"]
+    assert line["detail"] == "the outbound proxy answered 407 Proxy Authentication Required"
 
 
 @pytest.mark.parametrize(

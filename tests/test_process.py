@@ -102,6 +102,37 @@ async def test_signal_drains_in_flight_streams_then_exits_0(
     assert [line["outcome"] for line in lines if line["event"] == "request"] == ["completed"]
 
 
+async def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(
+    fake: FakeUpstream,
+) -> None:
+    gated_stream(fake)  # never released: only the second Ctrl-C ends it
+    proxy = await start_proxy_process("--upstream", fake.url)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        )
+        await reader.readuntil(sse_event("response.created", {}))
+        proxy.process.send_signal(signal.SIGINT)
+        shutting = await proxy.wait_for("shutting down")
+        proxy.process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):  # far short of shutdown.grace (30 s)
+            rest = await reader.read()
+        lines = await proxy.rest()
+        writer.close()
+    finally:
+        proxy.stop()
+    assert shutting["waiting"] == (
+        "waiting up to 30 s for 1 exchange in flight to finish; press Ctrl-C again to stop now"
+    )
+    assert not rest.endswith(b"0\r\n\r\n")  # cut, never a clean end
+    assert proxy.process.returncode == 0
+    [request] = [line for line in lines if line["event"] == "request"]
+    assert (request["outcome"], request["cause"]) == ("client_disconnected", "proxy_shutdown")
+    assert lines[-1]["event"] == "stopped"
+    assert (lines[-1]["drained"], lines[-1]["cut"]) == (0, 1)
+
+
 async def test_readiness_flips_to_503_while_a_stream_drains(fake: FakeUpstream) -> None:
     release = gated_stream(fake)
     proxy = await start_proxy_process("--upstream", fake.url)
