@@ -61,7 +61,7 @@ def describe(der: bytes) -> str:
     try:
         tag, start, end = _read(der, 0)
         if tag != _SEQUENCE:
-            raise ValueError("not a certificate")
+            return "a certificate that could not be read"
         tag, start, end = _read(der, start)  # tbsCertificate
         fields = _children(der, start, end)
         if fields and fields[0][0] == 0xA0:  # an explicit version
