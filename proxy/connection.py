@@ -300,6 +300,8 @@ class ClientConnection(asyncio.Protocol):
             requests.popleft()
         if self.closed:
             return
+        # Backpressure was that request's (its upstream could not take more): not the next's.
+        self.resume_reading(BACKPRESSURE)
         if not request.keep_alive:
             self._close()
             return

@@ -97,6 +97,7 @@ class UpstreamConnection(asyncio.Protocol):
         "counted",
         "idle_since",
         "pool",
+        "reading_paused",
         "transport",
         "user",
     )
@@ -106,6 +107,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.user: User | None = None
         self.closed = False
+        self.reading_paused = False
         # Whether it holds one of the pool's places (given back when it closes).
         self.counted = False
         self.idle_since = 0.0
@@ -147,6 +149,16 @@ class UpstreamConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.user is not None:
             self.user.upstream_write_resumed()
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def close(self) -> None:
         """Close for good (reused never again)."""
@@ -243,6 +255,8 @@ class Pool:
             connection.close()
             return
         connection.user = None
+        # Its last reader may have paused it (a slow client): the next must hear it.
+        connection.resume_reading()
         if self.waiting:
             waiter, since = self.waiting.popleft()
             self._log_waited(since)

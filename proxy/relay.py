@@ -677,16 +677,14 @@ class Relay:
     def client_write_paused(self) -> None:
         """The client reads slower than the upstream sends: stop reading the upstream."""
         self._timer_paused = True
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None and not upstream.closed:
-            upstream.transport.pause_reading()
+        if self.upstream is not None:
+            self.upstream.pause_reading()
 
     def client_write_resumed(self) -> None:
         self._timer_paused = False
         self._last_read = self.client.loop.time()
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None and not upstream.closed:
-            upstream.transport.resume_reading()
+        if self.upstream is not None:
+            self.upstream.resume_reading()
 
     # --- The end.
 

@@ -242,12 +242,10 @@ class Tunnel:
             self.client.transport.resume_reading()
 
     def client_write_paused(self) -> None:
-        if self.upstream.transport is not None and not self.upstream.closed:
-            self.upstream.transport.pause_reading()
+        self.upstream.pause_reading()
 
     def client_write_resumed(self) -> None:
-        if self.upstream.transport is not None and not self.upstream.closed:
-            self.upstream.transport.resume_reading()
+        self.upstream.resume_reading()
 
     # The ends.
 
