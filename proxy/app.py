@@ -6,7 +6,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.canonical import CanonicalLog
+from proxy.canonical import CanonicalLog, DebugLog
 from proxy.control import Control
 from proxy.exchange import Observer, Observers
 from proxy.lifecycle import Lifecycle
@@ -28,9 +28,10 @@ def create_proxy(
     """The proxy for these settings, not yet listening; `extra` observers come last."""
     origin = Origin.parse(settings.upstream.url)
     lifecycle = Lifecycle()
+    log = settings.log
     observers: list[Observer] = [
         lifecycle,
-        CanonicalLog(debug=settings.log.level == "debug", bodies=settings.log.bodies),
+        DebugLog(bodies=log.bodies) if log.level == "debug" else CanonicalLog(level=log.level),
     ]
     if settings.capture.dir:
         # Opt-in features are imported only when on: start-up stays short (sidecars restart).

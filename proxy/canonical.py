@@ -1,7 +1,7 @@
 """The canonical log line: one per exchange, written when it ends, everything to debug it.
 
-At debug level, an extra line when the exchange starts shows the request headers
-through the redaction allow-list.
+At debug level, extra lines show the request and response headers (through the
+redaction allow-list) as each head arrives.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from proxy.exchange import Exchange, Observer, Outcome
 
 # Upstream identifiers worth a field of their own when present.
 IDENTIFIERS = {
-    "cf-ray": "cf_ray",
-    "x-request-id": "upstream_request_id",
-    "openai-processing-ms": "openai_processing_ms",
+    b"cf-ray": "cf_ray",
+    b"x-request-id": "upstream_request_id",
+    b"openai-processing-ms": "openai_processing_ms",
 }
 
 
@@ -73,12 +73,14 @@ def fields(exchange: Exchange) -> dict[str, Any]:
             closed_by=ws.closed_by,
         )
     quota = {}
-    for name, value in exchange.response_headers:
-        lowered = name.lower()
-        if lowered in IDENTIFIERS:
-            line[IDENTIFIERS[lowered]] = redact.header_value(name, value)
-        elif lowered.startswith("x-codex-"):
-            quota[lowered] = redact.header_value(name, value)
+    for raw_name, raw_value in exchange.raw_response_headers:
+        lowered = raw_name.lower()
+        if lowered in IDENTIFIERS or lowered.startswith(b"x-codex-"):
+            name, value = raw_name.decode("latin-1"), raw_value.decode("utf-8", "replace")
+            if lowered in IDENTIFIERS:
+                line[IDENTIFIERS[lowered]] = redact.header_value(name, value)
+            else:
+                quota[name.lower()] = redact.header_value(name, value)
     if quota:
         line["quota"] = quota
     if exchange.diagnosis:
@@ -95,18 +97,36 @@ def is_warning(exchange: Exchange) -> bool:
 
 
 class CanonicalLog(Observer):
-    """The observer that writes the line (and, at debug level, headers and body excerpts)."""
+    """The observer that writes the line when an exchange ends."""
 
-    def __init__(self, *, debug: bool, bodies: bool) -> None:
-        # Checked here: the redacted header lists are built only when they will be written.
-        self.debug = debug
+    def __init__(self, *, level: str = "info") -> None:
+        # Checked here, not by structlog's filter: the line's fields are built only when
+        # the line will be written.
+        self.writes_info = level in ("debug", "info")
+        self.writes_warning = level != "error"
+        # Bound once: capture_logs swaps processors in the same list, so tests still see
+        # every line (structlog >= 25.5), and a line costs no logger set-up.
+        self.log = structlog.get_logger("proxy.request").bind()
+
+    def ended(self, exchange: Exchange) -> None:
+        event = "websocket" if exchange.websocket is not None else "request"
+        if is_warning(exchange):
+            if self.writes_warning:
+                self.log.warning(event, **fields(exchange))
+        elif self.writes_info:
+            self.log.info(event, **fields(exchange))
+
+
+class DebugLog(CanonicalLog):
+    """At debug level, also the headers as each head arrives (redacted through the
+    allow-list) and, with log.bodies, short body excerpts."""
+
+    def __init__(self, *, bodies: bool) -> None:
+        super().__init__(level="debug")
         self.bodies = bodies
 
     def started(self, exchange: Exchange) -> None:
-        if not self.debug:
-            return
-        log = structlog.get_logger("proxy.request")
-        log.debug(
+        self.log.debug(
             "request headers",
             request_id=exchange.request_id,
             method=exchange.method,
@@ -116,9 +136,7 @@ class CanonicalLog(Observer):
 
     def responded(self, exchange: Exchange) -> None:
         # Written as the head arrives: a stream that never ends still shows its headers.
-        if not self.debug:
-            return
-        structlog.get_logger("proxy.request").debug(
+        self.log.debug(
             "response headers",
             request_id=exchange.request_id,
             status=exchange.status,
@@ -126,13 +144,12 @@ class CanonicalLog(Observer):
         )
 
     def ended(self, exchange: Exchange) -> None:
-        log = structlog.get_logger("proxy.request")
-        if self.debug and self.bodies and exchange.bodies is not None:
+        if self.bodies and exchange.bodies is not None:
             # Imported here: its decoders (zstd, brotli) load only when bodies are logged.
             from proxy.capture import excerpt  # noqa: PLC0415
 
             secrets = redact.secret_values([*exchange.request_headers, *exchange.response_headers])
-            log.debug(
+            self.log.debug(
                 "bodies",
                 request_id=exchange.request_id,
                 request_body=excerpt(
@@ -142,8 +159,4 @@ class CanonicalLog(Observer):
                     exchange.bodies.response, exchange.response_header("Content-Encoding"), secrets
                 ),
             )
-        event = "websocket" if exchange.websocket is not None else "request"
-        if is_warning(exchange):
-            log.warning(event, **fields(exchange))
-        else:
-            log.info(event, **fields(exchange))
+        super().ended(exchange)

@@ -88,7 +88,9 @@ def reserved(target: bytes) -> bool:
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_deadline",
-        "_head_bytes",
+        "_began_at",
+        "_fed",
+        "_fed_before",
         "_headers",
         "_held",
         "_in_head",
@@ -128,7 +130,11 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = True
         self._mid_message = False
         self._lingering = False
-        self._head_bytes = 0
+        # Bytes fed to the parser: in all, before the current read, and before the read in
+        # which the current head began. A head spans at most _fed - _began_at bytes.
+        self._fed = 0
+        self._fed_before = 0
+        self._began_at = 0
         self._paused = 0
         # Bytes after an upgrade request, held until the upstream answers it.
         self._held: bytearray | None = None
@@ -164,14 +170,15 @@ class ClientConnection(asyncio.Protocol):
         if self._held is not None:
             self._held += data
             return
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.listener.max_head_size:
-                self._reject(
-                    Failure.HEADERS_TOO_LARGE,
-                    "the request head is larger than the limits allow",
-                )
-                return
+        self._fed_before = self._fed
+        self._fed += len(data)
+        if self._in_head and self._fed - self._began_at > self.listener.max_head_size:
+            # llhttp itself sets no bound on a head; this keeps what it gathers bounded.
+            self._reject(
+                Failure.HEADERS_TOO_LARGE,
+                "the request head is larger than the limits allow",
+            )
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
@@ -215,31 +222,37 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._in_head = True
+        self._began_at = self._fed_before
         self._expect(_HEAD, self.listener.header_timeout)
 
     def on_url(self, url: bytes) -> None:
-        url = self._url + url if self._url else url
-        if len(url) > self.listener.max_header_size:
+        self._url = self._url + url if self._url else url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def _check_head_size(self) -> None:
+        """limits.max_header_size for the target and each header line, 128 lines at most.
+        A head that arrived in fewer bytes than the limit needs no line measured."""
+        limit = self.listener.max_header_size
+        if len(self._headers) > MAX_HEADERS:
+            raise _RefusedError(Failure.HEADERS_TOO_LARGE, "the request has too many header fields")
+        if self._fed - self._began_at <= limit:
+            return
+        if len(self._url) > limit:
             raise _RefusedError(
                 Failure.URI_TOO_LONG, "the request target is longer than limits.max_header_size"
             )
-        self._url = url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        if len(name) + len(value) > self.listener.max_header_size:
+        if any(len(name) + len(value) > limit for name, value in self._headers):
             raise _RefusedError(
                 Failure.HEADERS_TOO_LARGE,
                 "a request header line is longer than limits.max_header_size",
             )
-        if len(headers) >= MAX_HEADERS:
-            raise _RefusedError(Failure.HEADERS_TOO_LARGE, "the request has too many header fields")
-        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = 0
         self._waiting_for = _NOTHING
+        self._check_head_size()
         parser = self.parser
         head = Head.read(
             parser.get_method(),

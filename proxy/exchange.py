@@ -64,11 +64,11 @@ class Observers:
 NONE = Observers()
 
 
-def _index(pairs: Pairs) -> dict[str, str]:
-    """The first value of each header by lower-cased name."""
-    index: dict[str, str] = {}
-    for name, value in pairs:
-        index.setdefault(name.lower(), value)
+def _index(pairs: RawPairs) -> dict[bytes, bytes]:
+    """The first value of each header by lower-cased name, as sent."""
+    index: dict[bytes, bytes] = {}
+    for name, value in reversed(pairs):
+        index[name.lower()] = value
     return index
 
 
@@ -144,7 +144,7 @@ class Exchange:
     _decoded: list[Pairs | None] = field(
         default_factory=lambda: [None, None], repr=False, compare=False
     )
-    _indexes: list[dict[str, str] | None] = field(
+    _indexes: list[dict[bytes, bytes] | None] = field(
         default_factory=lambda: [None, None], repr=False, compare=False
     )
 
@@ -197,14 +197,16 @@ class Exchange:
     def request_header(self, name: str) -> str | None:
         index = self._indexes[0]
         if index is None:
-            index = self._indexes[0] = _index(self.request_headers)
-        return index.get(name.lower())
+            index = self._indexes[0] = _index(self.raw_request_headers)
+        value = index.get(name.lower().encode("latin-1"))
+        return None if value is None else value.decode("utf-8", "replace")
 
     def response_header(self, name: str) -> str | None:
         index = self._indexes[1]
         if index is None:
-            index = self._indexes[1] = _index(self.response_headers)
-        return index.get(name.lower())
+            index = self._indexes[1] = _index(self.raw_response_headers)
+        value = index.get(name.lower().encode("latin-1"))
+        return None if value is None else value.decode("utf-8", "replace")
 
     @property
     def settled(self) -> bool:

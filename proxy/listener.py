@@ -10,6 +10,7 @@ once a second.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,9 @@ class Listener:
         self.server: asyncio.Server | None = None
         self.refused = 0
         self._refused_logged_at = -1.0
+        # Request ids: unique within the process and across restarts, without a syscall each.
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(8).hex()
 
     async def start(self, host: str, port: int) -> list[str]:
         """Bind and accept; the addresses it listens on, as URLs."""
@@ -104,9 +108,8 @@ class Listener:
                 refused_so_far=self.refused,
             )
 
-    @staticmethod
-    def new_request_id() -> str:
-        return os.urandom(16).hex()
+    def new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):016x}"
 
 
 def _address(sockname: object) -> str:

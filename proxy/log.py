@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
 from typing import Any, TextIO
@@ -79,9 +81,49 @@ def _dumps(value: Any, **_: Any) -> str:
     return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+class LineWriter:
+    """structlog's logger, and the standard library's stream: each finished line is
+    gathered, and the lines of one turn of the event loop go out in one write (a busy
+    proxy writes one line per request; a write each was a syscall each). Off the loop
+    (at start-up, at exit), a line is written at once."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._pending: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def msg(self, message: str) -> None:
+        pending = self._pending
+        pending.append(message)
+        if len(pending) > 1:
+            return  # a flush is already due
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            try:
+                loop = self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+        loop.call_soon(self.flush)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+    def write(self, text: str) -> None:
+        """The standard library's handler writes here (its lines end in a newline)."""
+        self.msg(text.rstrip("\n"))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self.stream.write("\n".join(pending) + "\n")
+            self.stream.flush()
+
+
 def configure_logging(level: str, log_format: str, stream: TextIO | None = None) -> None:
     """Set up structlog, and route the standard library's records (aiohttp's) through it."""
     stream = stream or sys.stderr
+    writer = LineWriter(stream)
+    atexit.register(writer.flush)
     console = log_format == "console" or (log_format == "auto" and stream.isatty())
     colors = console and stream.isatty()
     renderer: Processor = (
@@ -90,7 +132,6 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
         else structlog.processors.JSONRenderer(serializer=_dumps)
     )
     shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -105,11 +146,11 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
             redact_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=lambda *_: writer,
         # Left off: cached loggers escape structlog.testing.capture_logs.
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(writer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

@@ -218,6 +218,8 @@ class Pool:
         self.connect_timeout = upstream.connect_timeout
         self.ca_bundle = upstream.ca_bundle
         self.proxy = URL(upstream.proxy) if upstream.proxy else None
+        # The loop it runs on, held once (looking it up costs a getpid() on Python 3.11).
+        self.loop = asyncio.get_running_loop()
         self.idle: list[UpstreamConnection] = []  # most recently used last
         self.open = 0  # connections open or opening
         self.waiting: deque[tuple[Waiter, float]] = deque()
@@ -262,10 +264,10 @@ class Pool:
             self._log_waited(since)
             waiter.attach(connection)
             return
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = self.loop.time()
         self.idle.append(connection)
         if self._sweep is None:
-            self._sweep = asyncio.get_running_loop().call_later(
+            self._sweep = self.loop.call_later(
                 self.keepalive_timeout, self._expire
             )
 
@@ -296,7 +298,7 @@ class Pool:
         idle = self.idle
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         while idle:
             connection = idle.pop()
             if connection.closed:
@@ -310,12 +312,12 @@ class Pool:
 
     def _expire(self) -> None:
         self._sweep = None
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         for connection in [c for c in self.idle if now - c.idle_since >= self.keepalive_timeout]:
             connection.close()
         if self.idle:
             oldest = min(connection.idle_since for connection in self.idle)
-            self._sweep = asyncio.get_running_loop().call_later(
+            self._sweep = self.loop.call_later(
                 max(0.0, oldest + self.keepalive_timeout - now), self._expire
             )
 
@@ -329,7 +331,7 @@ class Pool:
 
     def _open_for(self, waiter: Waiter) -> None:
         self.open += 1
-        task = asyncio.get_running_loop().create_task(self._connect_for(waiter))
+        task = self.loop.create_task(self._connect_for(waiter))
         self._opening.add(task)
         task.add_done_callback(self._opening.discard)
 
