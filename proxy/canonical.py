@@ -12,6 +12,7 @@ import structlog
 
 from proxy import redact
 from proxy.exchange import Exchange, Observer, Outcome
+from proxy.log import JSONLines
 
 # Upstream identifiers worth a field of their own when present.
 IDENTIFIERS = {
@@ -23,13 +24,19 @@ IDENTIFIERS = {
 
 def fields(exchange: Exchange) -> dict[str, Any]:
     """The canonical line's fields, every value already redacted."""
+    target, upstream_target = exchange.target, exchange.upstream_target
+    path = redact.redact_target(target)
     line: dict[str, Any] = {
         "request_id": exchange.request_id,
         "client": exchange.client,
         "method": exchange.method,
-        "path": redact.redact_target(exchange.target),
+        "path": path,
         "upstream_path": (
-            redact.redact_target(exchange.upstream_target) if exchange.upstream_target else None
+            path
+            if upstream_target == target
+            else redact.redact_target(upstream_target)
+            if upstream_target
+            else None
         ),
         "rule": exchange.rule,
         "status": exchange.status,
@@ -107,13 +114,14 @@ class CanonicalLog(Observer):
         # Bound once: capture_logs swaps processors in the same list, so tests still see
         # every line (structlog >= 25.5), and a line costs no logger set-up.
         self.log = structlog.get_logger("proxy.request").bind()
+        self.lines = JSONLines()
 
     def ended(self, exchange: Exchange) -> None:
         event = "websocket" if exchange.websocket is not None else "request"
         if is_warning(exchange):
-            if self.writes_warning:
+            if self.writes_warning and not self.lines.write("warning", event, fields(exchange)):
                 self.log.warning(event, **fields(exchange))
-        elif self.writes_info:
+        elif self.writes_info and not self.lines.write("info", event, fields(exchange)):
             self.log.info(event, **fields(exchange))
 
 

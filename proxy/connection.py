@@ -87,8 +87,8 @@ def reserved(target: bytes) -> bool:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "_deadline",
         "_began_at",
+        "_deadline",
         "_fed",
         "_fed_before",
         "_headers",

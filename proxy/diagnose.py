@@ -23,7 +23,8 @@ _HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d+)?|\[[0-9A-Fa-f:.]+\](:\d+)?")
 def diagnose(exchange: Exchange, *, upstream_host: str, rules: tuple[Rule, ...]) -> str | None:
     if exchange.status is None or exchange.upstream_target is None:
         return None
-    html = _html_answer(exchange)
+    content_type = (exchange.response_header("Content-Type") or "").lower()
+    html = _html_answer(exchange, content_type) if content_type.startswith("text/html") else None
     cause = _cause(exchange, exchange.upstream_target, upstream_host)
     if cause:
         return cause + (f"; {upstream_host} answered {html}" if html else "")
@@ -33,7 +34,7 @@ def diagnose(exchange: Exchange, *, upstream_host: str, rules: tuple[Rule, ...])
             f"{upstream_host} answered {html}: the path is retired or the request was "
             f"blocked; rule table: {table}"
         )
-    return _symptom(exchange, exchange.status, upstream_host)
+    return _symptom(exchange, exchange.status, content_type, upstream_host)
 
 
 def _cause(exchange: Exchange, upstream_target: str, upstream_host: str) -> str | None:
@@ -54,9 +55,8 @@ def _cause(exchange: Exchange, upstream_target: str, upstream_host: str) -> str 
     return None
 
 
-def _symptom(exchange: Exchange, status: int, upstream_host: str) -> str | None:
+def _symptom(exchange: Exchange, status: int, content_type: str, upstream_host: str) -> str | None:
     """What the answer itself says went wrong."""
-    content_type = (exchange.response_header("Content-Type") or "").lower()
     if status in (401, 403) and content_type.startswith("application/json"):
         return (
             f"{upstream_host} answered {status} with JSON: the access token is expired or "
@@ -83,9 +83,8 @@ def wrong_base_url(exchange: Exchange) -> str | None:
     )
 
 
-def _html_answer(exchange: Exchange) -> str | None:
+def _html_answer(exchange: Exchange, content_type: str) -> str | None:
     """'an HTML page (status …) where the client expected …', when that is what came."""
-    content_type = (exchange.response_header("Content-Type") or "").lower()
     accept = (exchange.request_header("Accept") or "").lower()
     if not content_type.startswith("text/html") or not (
         not accept or "json" in accept or "event-stream" in accept or "*/*" in accept

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -61,6 +61,7 @@ class Listener:
         capture = settings.capture.dir or settings.log.bodies
         self.record_bodies = settings.capture.body_limit if capture else 0
         self.connections: set[ClientConnection] = set()
+        self.watchdog = Watchdog(self.loop, self.idle_timeout)
         self.tunnels = tunnels
         self.server: asyncio.Server | None = None
         self.refused = 0
@@ -91,6 +92,7 @@ class Listener:
         self.stop_accepting()
         self.cut()
         self.pool.close()
+        self.watchdog.close()
         await self.control.close()
         for observer in self.observers.all:
             await observer.aclose()
@@ -110,6 +112,50 @@ class Listener:
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):016x}"
+
+
+class Silent(Protocol):
+    def silent_since(self) -> float | None: ...
+
+    def silent_too_long(self) -> None: ...
+
+
+class Watchdog:
+    """upstream.idle_timeout for every request awaiting its upstream, with one timer:
+    every so often each watched request says when its upstream last spoke, and one
+    silent for longer than the timeout is told so (at most a quarter of the timeout,
+    or a second, late)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.interval = min(timeout / 4, 1.0)
+        self.watched: set[Silent] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, watched: Silent) -> None:
+        self.watched.add(watched)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.interval, self._look)
+
+    def unwatch(self, watched: Silent) -> None:
+        self.watched.discard(watched)
+
+    def _look(self) -> None:
+        self._timer = None
+        deadline = self.loop.time() - self.timeout
+        for watched in [
+            w for w in self.watched if (t := w.silent_since()) is not None and t <= deadline
+        ]:
+            self.watched.discard(watched)
+            watched.silent_too_long()
+        if self.watched:
+            self._timer = self.loop.call_later(self.interval, self._look)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _address(sockname: object) -> str:

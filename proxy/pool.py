@@ -267,9 +267,7 @@ class Pool:
         connection.idle_since = self.loop.time()
         self.idle.append(connection)
         if self._sweep is None:
-            self._sweep = self.loop.call_later(
-                self.keepalive_timeout, self._expire
-            )
+            self._sweep = self.loop.call_later(self.keepalive_timeout, self._expire)
 
     def lost(self, connection: UpstreamConnection) -> None:
         """A connection closed (by either side): it frees a place in the pool."""

@@ -8,6 +8,7 @@ told apart without either being seen.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -84,11 +85,19 @@ def marker(secret: str) -> str:
     return f"[redacted #{fingerprint(secret)}]"
 
 
+@functools.lru_cache(maxsize=1024)
+def shown(lowered: str) -> bool:
+    """Whether a header's value may be shown (still shape-checked): on the allow-list and
+    not named like a secret. Header names repeat; each is judged once."""
+    return (lowered in SHOWN or lowered.startswith(SHOWN_PREFIXES)) and not _SECRET_NAME.search(
+        lowered
+    )
+
+
 def header_value(name: str, value: str) -> str:
     """The value as it may be shown: allow-listed ones in clear (still shape-checked)."""
     lowered = name.lower()
-    shown = lowered in SHOWN or lowered.startswith(SHOWN_PREFIXES)
-    if shown and not _SECRET_NAME.search(lowered):
+    if shown(lowered):
         return redact_text(value)
     if not value:
         return value

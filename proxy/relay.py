@@ -14,7 +14,6 @@ head is out becomes the proxy's JSON error; after it, a cut.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 from typing import TYPE_CHECKING
@@ -117,7 +116,6 @@ class Relay:
         "_response_headers",
         "_reusable",
         "_sse",
-        "_timer",
         "_timer_paused",
         "body_done",
         "client",
@@ -178,7 +176,6 @@ class Relay:
         self._listed: bytes | None = None
         self._accept: bytes | None = None
         self._sse = False
-        self._timer: asyncio.TimerHandle | None = None
         self._timer_paused = False
         self._last_read = 0.0
 
@@ -648,24 +645,19 @@ class Relay:
 
     def _watch(self) -> None:
         """From the moment the request is sent, the upstream may stay silent for at most
-        upstream.idle_timeout; a stream may go on as long as it keeps talking."""
-        loop = self.client.loop
-        self._last_read = loop.time()
-        if self._timer is None and not self.finished:
-            self._timer = loop.call_later(self.client.listener.idle_timeout, self._check_silence)
+        upstream.idle_timeout; a stream may go on as long as it keeps talking. The
+        listener's watchdog looks at every watched relay now and then (one timer for
+        all of them, not one per request)."""
+        if not self.finished:
+            self._last_read = self.client.loop.time()
+            self.client.listener.watchdog.watch(self)
 
-    def _check_silence(self) -> None:
-        self._timer = None
-        if self.finished:
-            return
-        loop = self.client.loop
+    def silent_since(self) -> float | None:
+        """When the upstream last sent a byte; None while the client holds it back."""
+        return None if self._timer_paused else self._last_read
+
+    def silent_too_long(self) -> None:
         idle_timeout = self.client.listener.idle_timeout
-        silent_for = loop.time() - self._last_read
-        if self._timer_paused or silent_for < idle_timeout:
-            self._timer = loop.call_later(
-                idle_timeout - (0.0 if self._timer_paused else silent_for), self._check_silence
-            )
-            return
         if self.response_started:
             self._cut(Failure.SILENT_MID_BODY)
         else:
@@ -720,9 +712,7 @@ class Relay:
             upstream.abort() if not self.response_done else upstream.close()
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.client.listener.watchdog.unwatch(self)
 
     def finish(self) -> None:
         if self.finished:
