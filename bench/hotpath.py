@@ -23,12 +23,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.app import create_proxy  # noqa: E402
-from proxy.cli import loop_factory  # noqa: E402
-from proxy.connection import ClientConnection  # noqa: E402
-from proxy.log import configure_logging  # noqa: E402
-from proxy.pool import UpstreamConnection  # noqa: E402
-from proxy.settings import Settings  # noqa: E402
+from proxy.app import create_proxy
+from proxy.cli import loop_factory
+from proxy.connection import ClientConnection
+from proxy.log import configure_logging
+from proxy.pool import UpstreamConnection
+from proxy.settings import Settings
 
 BODY = b'{"model":"gpt-5","input":"' + b"x" * 2000 + b'"}'
 REQUEST = (
