@@ -219,6 +219,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._mid_message = True
+        self.parsing = None
         self._url = b""
         self._headers = []
         self._in_head = True
@@ -315,6 +316,10 @@ class ClientConnection(asyncio.Protocol):
             return
         # Backpressure was that request's (its upstream could not take more): not the next's.
         self.resume_reading(BACKPRESSURE)
+        if self._refusal is not None and not requests:
+            self.transport.write(self._refusal)
+            self._close(linger=True)
+            return
         if not request.keep_alive:
             self._close()
             return
@@ -322,10 +327,6 @@ class ClientConnection(asyncio.Protocol):
             self.resume_reading(WAITING)
             if not requests[0].started:
                 self.loop.call_soon(self._advance_later)
-            return
-        if self._refusal is not None:
-            self.transport.write(self._refusal)
-            self._close(linger=True)
             return
         if self._held is not None:
             self._resume_held()
@@ -406,6 +407,7 @@ class ClientConnection(asyncio.Protocol):
         self.pause_reading(WAITING)
         parsing = self.parsing
         requests = self.requests
+        answered = parsing is not None and parsing.finished and self._mid_message
         if parsing is not None and not parsing.finished and parsing in requests:
             if parsing.started:
                 # Its body broke midway: it answers for itself, in its own log line.
@@ -421,11 +423,14 @@ class ClientConnection(asyncio.Protocol):
             cause=failure.code,
             detail=message,
         )
+        if answered:
+            # What broke is the rest of a body whose request has had its answer already.
+            self._close(linger=True)
+            return
         answer = error_response(status, failure.code, message, close=True)
         if requests:
+            # Written once the requests before it are answered (see relay_done).
             self._refusal = answer
-            for request in requests:
-                request.keep_alive = request.keep_alive and request is not requests[-1]
             self._advance()
             return
         self.transport.write(answer)

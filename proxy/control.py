@@ -118,7 +118,6 @@ class ControlRequest:
             return
         self._handler = handler
         self._window = _Window(self)
-        self._window.protocol = handler
         handler.connection_made(self._window)
         self.flush_request()
 
@@ -214,7 +213,6 @@ class _Window(asyncio.Transport):
         self._head_only = request.head.method == b"HEAD"
         self.detached = False
         self.wrote = False
-        self.protocol: asyncio.Protocol | None = None
 
     # What aiohttp calls.
 
@@ -238,7 +236,10 @@ class _Window(asyncio.Transport):
             self._done(closed=True)
 
     def abort(self) -> None:
-        self.close()
+        """A page that stopped reading: its connection is dropped, pending writes and all."""
+        if not self.detached:
+            self.detached = True
+            self._client.transport.abort()
 
     def is_closing(self) -> bool:
         return self.detached or self._client.closed
@@ -251,25 +252,6 @@ class _Window(asyncio.Transport):
 
     def resume_reading(self) -> None:
         self._client.resume_reading(_APP_PAUSED)
-
-    def is_reading(self) -> bool:
-        return self._client.transport.is_reading()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._client.transport.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return self._client.transport.get_write_buffer_size()
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        raise NotImplementedError("a control request keeps its protocol")
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        assert self.protocol is not None
-        return self.protocol
 
     # The response parser's callbacks.
 

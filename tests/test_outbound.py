@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -272,3 +273,82 @@ async def test_a_connection_the_upstream_closed_while_idle_is_not_reused(
     await asyncio.sleep(0.4)
     assert parse_response(await raw_request(proxy.port, REQUEST)).status == 200
     assert len({seen.peer for seen in upstream.received}) == 2
+
+
+async def test_tls_to_an_upstream_that_speaks_plain_http_is_a_502_naming_tls(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy(f"https://127.0.0.1:{fake.port}")
+    with capture_logs() as logs:
+        response = parse_response(await raw_request(proxy.port, REQUEST))
+        await recorder(proxy).wait_ended()
+    assert response.status == 502
+    assert json.loads(response.body)["error"]["code"] == "upstream_tls_error"
+    [line] = [line for line in logs if line["event"] == "request"]
+    assert line["detail"].startswith("TLS failed: ")
+
+
+async def test_an_outbound_proxy_that_cannot_be_reached_is_a_502(
+    start_proxy: StartProxy, tls_fake: FakeUpstream, ca_file: str
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    proxy = await start_proxy(
+        f"https://127.0.0.1:{tls_fake.port}",
+        upstream={"ca_bundle": ca_file, "proxy": f"http://user:pw@127.0.0.1:{closed}"},
+    )
+    with capture_logs() as logs:
+        response = parse_response(await raw_request(proxy.port, REQUEST))
+        await recorder(proxy).wait_ended()
+    assert response.status == 502
+    error = json.loads(response.body)["error"]
+    assert error["code"] == "upstream_proxy_error"
+    assert "cannot connect to the proxy upstream.proxy" in error["message"]
+    [line] = [line for line in logs if line["event"] == "request"]
+    assert "[redacted]" in line["detail"]
+    assert ":pw@" not in repr(logs)
+
+
+async def test_an_untrusted_certificate_behind_a_connect_proxy_is_named_so(
+    start_proxy: StartProxy, tls_fake: FakeUpstream, connect_proxy: ConnectProxy
+) -> None:
+    proxy = await start_proxy(
+        f"https://127.0.0.1:{tls_fake.port}",
+        upstream={"proxy": f"http://user:s3cret-pass@127.0.0.1:{connect_proxy.port}"},
+    )
+    with capture_logs() as logs:
+        response = parse_response(await raw_request(proxy.port, REQUEST))
+        await recorder(proxy).wait_ended()
+    assert response.status == 502
+    [line] = [line for line in logs if line["event"] == "request"]
+    assert line["cause"] == "upstream_tls_error"
+    assert line["detail"].endswith("(the certificate came through upstream.proxy)")
+
+
+async def test_an_idle_pooled_connection_is_closed_once_it_expires(
+    start_proxy: StartProxy,
+) -> None:
+    """Not only never reused: closed, so no descriptor waits for the far side."""
+    closed = asyncio.Event()
+
+    async def answer_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if not await reader.read():
+            closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(answer_then_wait, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        proxy = await start_proxy(f"http://127.0.0.1:{port}", upstream={"keepalive_timeout": 0.2})
+        response = parse_response(
+            await raw_request(
+                proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+        )
+        assert response.body == b"ok"
+        async with asyncio.timeout(5):
+            await closed.wait()

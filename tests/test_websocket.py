@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from tests.harness import (
     StartProxy,
     parse_response,
     read_head_and_body,
+    read_until_closed,
     recorder,
     stall_count,
 )
@@ -95,13 +97,35 @@ async def test_legacy_upgrade_reaches_the_canonical_path_with_the_client_headers
     ]
 
 
-async def test_text_and_binary_echo_with_subprotocol_and_101_headers(
+async def test_the_upstream_101_headers_reach_the_client_as_sent(
+    proxy: RunningProxy, fake: FakeUpstream
+) -> None:
+    key = base64.b64encode(os.urandom(16)).decode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(
+            f"GET {LEGACY} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Protocol: codex.v1, other\r\n\r\n".encode()
+        )
+        response = parse_response(await reader.readuntil(b"\r\n\r\n"))
+    finally:
+        writer.close()
+    assert response.status == 101
+    assert response.header("Sec-WebSocket-Protocol") == "codex.v1"
+    assert response.header("x-codex-turn-state") == "turn-state-1"
+    assert response.header("Set-Cookie") == "__cf_bm=ws; Path=/"
+    expected = base64.b64encode(
+        hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    ).decode()
+    assert response.header("Sec-WebSocket-Accept") == expected
+
+
+async def test_text_and_binary_echo_with_subprotocol(
     proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession
 ) -> None:
     async with ws_client.ws_connect(proxy.make_url(LEGACY), protocols=("codex.v1", "other")) as ws:
         assert ws.protocol == "codex.v1"
-        assert ws._response.headers["x-codex-turn-state"] == "turn-state-1"
-        assert ws._response.headers["Set-Cookie"] == "__cf_bm=ws; Path=/"
         await ws.send_str('{"type":"response.create","input":"é"}')
         assert await ws.receive_str() == '{"type":"response.create","input":"é"}'
         await ws.send_bytes(b"\x00\x01\xff")
@@ -225,11 +249,16 @@ async def test_client_vanishing_closes_upstream(proxy: RunningProxy, fake: FakeU
 async def test_upstream_vanishing_closes_the_client(
     proxy: RunningProxy, fake: FakeUpstream, ws_client: aiohttp.ClientSession
 ) -> None:
-    async def script(ws: web.WebSocketResponse) -> None:
+    async def vanish(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
         await ws.send_str("hello")
-        ws._req.transport.abort()  # type: ignore[union-attr]
+        assert request.transport is not None
+        request.transport.abort()  # no close frame: the upstream just vanishes
+        return ws
 
-    handler_ws(fake, script)
+    fake.handler = vanish
     async with ws_client.ws_connect(proxy.make_url(LEGACY)) as ws:
         assert await ws.receive_str() == "hello"
         async with asyncio.timeout(5):
@@ -325,3 +354,49 @@ async def test_an_upstream_101_with_a_wrong_accept_is_a_502(
     assert refused.value.status == 502
     [exchange] = await recorder(proxy).wait_ended()
     assert exchange.cause == "upstream_bad_handshake"
+
+
+def masked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A client frame (masked, as RFC 6455 requires of a client)."""
+    mask = os.urandom(4)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    size = len(payload)
+    if size < 126:
+        head += bytes([0x80 | size])
+    else:
+        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    return head + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
+async def test_frames_sent_with_the_upgrade_wait_for_the_101_and_fragments_count_once(
+    proxy: RunningProxy, fake: FakeUpstream
+) -> None:
+    """A client that writes its first frames in the same packet as the upgrade: they reach
+    the upstream after its 101, and a message in three fragments is one message."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (
+        f"GET {LEGACY} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    ).encode()
+    fragments = (
+        masked_frame(0x1, b"frag", fin=False)
+        + masked_frame(0x0, b"ment", fin=False)
+        + masked_frame(0x0, b"ed", fin=True)
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(head + masked_frame(0x1, b"early") + fragments)
+        answer = await reader.readuntil(b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 101 ")
+        # The fake echoes each message whole, unmasked.
+        assert await reader.readexactly(7) == b"\x81\x05early"
+        assert await reader.readexactly(12) == b"\x81\x0afragmented"
+        writer.write(masked_frame(0x8, (1000).to_bytes(2, "big") + b"bye"))
+        await read_until_closed(reader)
+    finally:
+        writer.close()
+    [exchange] = await recorder(proxy).wait_ended()
+    assert exchange.websocket is not None
+    assert (exchange.websocket.frames_in, exchange.websocket.frames_out) == (2, 2)
+    assert (exchange.websocket.close_code, exchange.websocket.closed_by) == (1000, "client")
+    assert exchange.request_bytes == len(b"earlyfragmented")

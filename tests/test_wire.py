@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 from aiohttp import web
@@ -381,3 +382,43 @@ async def test_a_connection_its_slow_reader_paused_goes_back_to_the_pool_reading
         assert await second.given is connection
     finally:
         pool.close()
+
+
+async def test_a_malformed_request_pipelined_after_good_ones_is_answered_after_them(
+    proxy: RunningProxy, fake: FakeUpstream
+) -> None:
+    raw = await raw_request(
+        proxy.port,
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /three HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  folded\r\n\r\n"
+        b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+    assert statuses == [200, 200, 400]
+    assert [seen.target for seen in fake.received] == ["/one", "/two"]
+
+
+async def test_a_head_larger_than_the_limits_allow_in_all_is_431(
+    proxy: RunningProxy, fake: FakeUpstream
+) -> None:
+    """Each line within limits.max_header_size, but far more bytes than a head may hold."""
+    lines = b"".join(b"X-%d: %s\r\n" % (n, b"v" * 8000) for n in range(100))
+    response = parse_response(
+        await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\n" + lines + b"\r\n")
+    )
+    assert response.status == 431
+    assert fake.received == []
+
+
+async def test_an_idle_kept_alive_connection_is_let_go(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy(limits={"keepalive_timeout": 0.2})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_head_and_body(reader)).status == 200
+        # Idle now: closed after limits.keepalive_timeout, with nothing more said.
+        assert await read_until_closed(reader, timeout=5) == b""
+    finally:
+        writer.close()
