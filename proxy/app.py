@@ -6,6 +6,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from proxy import __version__
 from proxy.canonical import CanonicalLog, DebugLog
 from proxy.control import Control
 from proxy.exchange import Observer, Observers
@@ -13,7 +14,11 @@ from proxy.lifecycle import Lifecycle
 from proxy.listener import Listener
 from proxy.metrics import Metrics
 from proxy.pool import Origin, Pool
-from proxy.settings import Settings
+from proxy.rules import rewrite
+from proxy.settings import Settings, redact_url
+
+# What `/_proxy/version` says the retired alias becomes under the running rule table.
+RETIRED = "/backend-api/responses"
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -57,8 +62,17 @@ def create_proxy(
         )
         observers.append(inspector)
     observers += extra
+    rules = settings.rewrite.active
+    about: dict[str, object] = {
+        "version": __version__,
+        "upstream": redact_url(settings.upstream.url),
+        "rules": [rule.name for rule in rules],
+        "rewrites": {RETIRED: rewrite(rules, RETIRED).target},
+    }
     control = Control(
-        partial(_control_app, lifecycle=lifecycle, metrics=metrics, inspector=inspector),
+        partial(
+            _control_app, lifecycle=lifecycle, metrics=metrics, inspector=inspector, about=about
+        ),
         keepalive_timeout=settings.limits.keepalive_timeout,
     )
     listener = Listener(
@@ -73,8 +87,12 @@ def create_proxy(
 
 
 def _control_app(
-    *, lifecycle: Lifecycle, metrics: Metrics | None, inspector: Inspector | None
+    *,
+    lifecycle: Lifecycle,
+    metrics: Metrics | None,
+    inspector: Inspector | None,
+    about: dict[str, object],
 ) -> web.Application:
     from proxy.endpoints import create_app  # noqa: PLC0415 - aiohttp loads only when asked
 
-    return create_app(lifecycle=lifecycle, metrics=metrics, inspector=inspector)
+    return create_app(lifecycle=lifecycle, metrics=metrics, inspector=inspector, about=about)

@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe(sources))
         return 0
     if args.command == "rewrite":
-        target: Target = args.path
+        target: PathArgument = args.path
         if target.url is not None:
             print(
                 f"{PROG} rewrite: taking the path of the URL {target.url}: {target.path} "
@@ -199,7 +199,7 @@ def describe(sources: Sourced) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class PathArgument:
     """What `rewrite` rewrites: a raw path and query, and the URL it came from, if any."""
 
     path: str
@@ -210,7 +210,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _EXAMPLE = "/backend-api/responses"
 
 
-def request_target(argument: str) -> Target:
+def request_target(argument: str) -> PathArgument:
     """The argument of `rewrite` as a request target, or ArgumentTypeError with a hint."""
     if not argument.strip():
         raise argparse.ArgumentTypeError(
@@ -226,7 +226,7 @@ def request_target(argument: str) -> Target:
             raise argparse.ArgumentTypeError(
                 f"{argument!r}: a request target has no '#' fragment (clients never send it)"
             )
-        return Target(argument)
+        return PathArgument(argument)
     if _SCHEME.match(argument):
         scheme, _, rest = argument.partition("://")
         if scheme.lower() not in ("http", "https"):
@@ -237,7 +237,7 @@ def request_target(argument: str) -> Target:
         # The path starts where the authority ends; the fragment never leaves a client.
         start = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
         path = rest[start:].partition("#")[0]
-        return Target(path if path.startswith("/") else "/" + path, url=argument)
+        return PathArgument(path if path.startswith("/") else "/" + path, url=argument)
     first = argument.split("/", 1)[0]
     hint = (
         f"a URL needs its scheme (https://{argument}), or give its path alone"

@@ -23,7 +23,7 @@ from proxy.settings import (
     FLAGS,
     SECTIONS,
     Settings,
-    Upstream,
+    UpstreamSection,
     key_type,
     keys,
     redact_url,
@@ -258,7 +258,7 @@ def _validate(settings: Settings, values: Sourced) -> None:
 
 
 def _validate_upstream(
-    upstream: Upstream, fail: Callable[[str, str, str], typing.NoReturn]
+    upstream: UpstreamSection, fail: Callable[[str, str, str], typing.NoReturn]
 ) -> None:
     try:
         url = URL(upstream.url)

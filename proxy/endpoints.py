@@ -2,8 +2,9 @@
 as aiohttp.web handlers (proxy.control hands requests to it).
 
 `/_proxy/healthz` and `/_proxy/readyz` for orchestrators, `/_proxy/metrics` for
-Prometheus, the inspector's page when it is on; anything else under the prefix is a 404
-in the proxy's error shape, never forwarded.
+Prometheus, `/_proxy/version` (the running version, its rule table and what the retired
+path becomes: what `doctor` asks), the inspector's page when it is on; anything else
+under the prefix is a 404 in the proxy's error shape, never forwarded.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 
 def create_app(
-    *, lifecycle: Lifecycle, metrics: Metrics | None, inspector: Inspector | None
+    *,
+    lifecycle: Lifecycle,
+    metrics: Metrics | None,
+    inspector: Inspector | None,
+    about: dict[str, object] | None = None,
 ) -> web.Application:
     app = web.Application()
     router = app.router
@@ -56,7 +61,11 @@ def create_app(
         query = request.raw_path.partition("?")[2]
         raise web.HTTPFound(PREFIX + ("?" + query if query else ""))
 
+    async def version(_: web.Request) -> web.Response:
+        return web.json_response(about or {})
+
     router.add_get(PREFIX + "healthz", healthz, allow_head=True)
+    router.add_get(PREFIX + "version", version)
     router.add_get(PREFIX + "readyz", readyz, allow_head=True)
     if metrics is not None:
         registry = metrics.registry

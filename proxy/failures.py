@@ -25,7 +25,7 @@ class Outcome(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Kind:
+class Row:
     status: int | None
     code: str
     outcome: Outcome
@@ -33,36 +33,36 @@ class Kind:
 
 class Failure(enum.Enum):
     # The client's request cannot be forwarded as sent.
-    BAD_REQUEST = Kind(400, "bad_request", Outcome.REJECTED)
-    URI_TOO_LONG = Kind(414, "uri_too_long", Outcome.REJECTED)
-    HEADERS_TOO_LARGE = Kind(431, "request_header_fields_too_large", Outcome.REJECTED)
-    METHOD_NOT_ALLOWED = Kind(405, "method_not_allowed", Outcome.REJECTED)
-    NOT_IMPLEMENTED = Kind(501, "not_implemented", Outcome.REJECTED)
-    VERSION_NOT_SUPPORTED = Kind(505, "http_version_not_supported", Outcome.REJECTED)
-    TOO_LARGE = Kind(413, "request_too_large", Outcome.REJECTED)
-    NOT_FOUND = Kind(404, "not_found", Outcome.REJECTED)
+    BAD_REQUEST = Row(400, "bad_request", Outcome.REJECTED)
+    URI_TOO_LONG = Row(414, "uri_too_long", Outcome.REJECTED)
+    HEADERS_TOO_LARGE = Row(431, "request_header_fields_too_large", Outcome.REJECTED)
+    METHOD_NOT_ALLOWED = Row(405, "method_not_allowed", Outcome.REJECTED)
+    NOT_IMPLEMENTED = Row(501, "not_implemented", Outcome.REJECTED)
+    VERSION_NOT_SUPPORTED = Row(505, "http_version_not_supported", Outcome.REJECTED)
+    TOO_LARGE = Row(413, "request_too_large", Outcome.REJECTED)
+    NOT_FOUND = Row(404, "not_found", Outcome.REJECTED)
     # The client went away, or stopped sending what it announced.
-    INCOMPLETE_REQUEST = Kind(400, "incomplete_request", Outcome.CLIENT_DISCONNECTED)
-    CLIENT_GONE = Kind(None, "client closed the connection", Outcome.CLIENT_DISCONNECTED)
-    CLIENT_VANISHED = Kind(None, "client vanished", Outcome.CLIENT_DISCONNECTED)
+    INCOMPLETE_REQUEST = Row(400, "incomplete_request", Outcome.CLIENT_DISCONNECTED)
+    CLIENT_GONE = Row(None, "client closed the connection", Outcome.CLIENT_DISCONNECTED)
+    CLIENT_VANISHED = Row(None, "client vanished", Outcome.CLIENT_DISCONNECTED)
     # The shutdown grace ran out (or a second Ctrl-C came): the proxy cut the connection.
-    SHUTDOWN = Kind(None, "proxy_shutdown", Outcome.CLIENT_DISCONNECTED)
+    SHUTDOWN = Row(None, "proxy_shutdown", Outcome.CLIENT_DISCONNECTED)
     # The upstream could not be reached.
-    UNREACHABLE = Kind(502, "upstream_unreachable", Outcome.UPSTREAM_UNREACHABLE)
-    TLS = Kind(502, "upstream_tls_error", Outcome.UPSTREAM_UNREACHABLE)
-    OUTBOUND_PROXY = Kind(502, "upstream_proxy_error", Outcome.UPSTREAM_UNREACHABLE)
-    CONNECT_TIMEOUT = Kind(504, "upstream_connect_timeout", Outcome.TIMEOUT)
+    UNREACHABLE = Row(502, "upstream_unreachable", Outcome.UPSTREAM_UNREACHABLE)
+    TLS = Row(502, "upstream_tls_error", Outcome.UPSTREAM_UNREACHABLE)
+    OUTBOUND_PROXY = Row(502, "upstream_proxy_error", Outcome.UPSTREAM_UNREACHABLE)
+    CONNECT_TIMEOUT = Row(504, "upstream_connect_timeout", Outcome.TIMEOUT)
     # The upstream was reached, and failed before its answer's head was through.
-    NO_RESPONSE = Kind(504, "upstream_timeout", Outcome.TIMEOUT)
-    DISCONNECTED = Kind(502, "upstream_disconnected", Outcome.UPSTREAM_CUT)
-    BAD_RESPONSE = Kind(502, "upstream_bad_response", Outcome.UPSTREAM_CUT)
-    BAD_HANDSHAKE = Kind(502, "upstream_bad_handshake", Outcome.UPSTREAM_CUT)
+    NO_RESPONSE = Row(504, "upstream_timeout", Outcome.TIMEOUT)
+    DISCONNECTED = Row(502, "upstream_disconnected", Outcome.UPSTREAM_CUT)
+    BAD_RESPONSE = Row(502, "upstream_bad_response", Outcome.UPSTREAM_CUT)
+    BAD_HANDSHAKE = Row(502, "upstream_bad_handshake", Outcome.UPSTREAM_CUT)
     # ... or after it: the client sees a cut.
-    CUT_MID_BODY = Kind(None, "upstream_cut_mid_body", Outcome.UPSTREAM_CUT)
-    SILENT_MID_BODY = Kind(None, "upstream_idle_timeout", Outcome.TIMEOUT)
-    UPSTREAM_VANISHED = Kind(None, "upstream vanished", Outcome.UPSTREAM_CUT)
+    CUT_MID_BODY = Row(None, "upstream_cut_mid_body", Outcome.UPSTREAM_CUT)
+    SILENT_MID_BODY = Row(None, "upstream_idle_timeout", Outcome.TIMEOUT)
+    UPSTREAM_VANISHED = Row(None, "upstream vanished", Outcome.UPSTREAM_CUT)
     # A fault of the proxy's own.
-    INTERNAL = Kind(500, "internal_error", Outcome.UPSTREAM_CUT)
+    INTERNAL = Row(500, "internal_error", Outcome.UPSTREAM_CUT)
 
     @property
     def status(self) -> int | None:

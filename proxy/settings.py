@@ -30,13 +30,13 @@ def setting(default: Any, why: str, *, choices: tuple[str, ...] = ()) -> Any:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Listen:
+class ListenSection:
     host: str = setting("127.0.0.1", "loopback only: requests carry bearer tokens")
     port: int = setting(8780, "where clients point their base URL; 0 takes a free port")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Upstream:
+class UpstreamSection:
     url: str = setting("https://chatgpt.com", "the only origin ever contacted")
     connect_timeout: float = setting(10.0, "seconds to open a connection (incl. TLS) → 504")
     idle_timeout: float = setting(
@@ -54,10 +54,10 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
+class LimitsSection:
     max_body_size: int = setting(128 * 1024 * 1024, "request bytes accepted; more → 413")
     max_header_size: int = setting(
-        64 * 1024, "bytes of one header line; JWTs and cookies outgrow aiohttp's 8190"
+        64 * 1024, "bytes of one header line or target; JWTs and cookies outgrow the usual 8 KiB"
     )
     max_connections: int = setting(1024, "client connections at once; more are closed, logged")
     header_timeout: float = setting(30.0, "seconds a client has to send a request's headers")
@@ -65,12 +65,12 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Shutdown:
+class ShutdownSection:
     grace: float = setting(30.0, "seconds in-flight streams get to finish after SIGTERM")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Log:
+class LogSection:
     level: str = setting("info", "least severe level written", choices=LOG_LEVELS)
     format: str = setting(
         "auto", "auto: console on a terminal, JSON otherwise", choices=LOG_FORMATS
@@ -79,7 +79,7 @@ class Log:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Capture:
+class CaptureSection:
     dir: str = setting("", "write each exchange as a redacted HAR file here; empty: off")
     body_limit: int = setting(1024 * 1024, "bytes of each body kept in a capture")
     total_limit: int = setting(
@@ -88,12 +88,12 @@ class Capture:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Metrics:
+class MetricsSection:
     enabled: bool = setting(True, "serve Prometheus metrics at /_proxy/metrics")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Inspector:
+class InspectorSection:
     enabled: bool = setting(False, "serve the live inspector page at /_proxy/")
     allow_non_loopback: bool = setting(
         False, "allow the inspector on a non-loopback bind: paths and metadata are sensitive"
@@ -102,7 +102,7 @@ class Inspector:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Rewrite:
+class RewriteSection:
     rules: tuple[Rule, ...] = setting(DEFAULT_RULES, "ordered, first match wins")
     disabled: tuple[str, ...] = setting((), "names of rules to turn off")
 
@@ -113,15 +113,15 @@ class Rewrite:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    listen: Listen = field(default_factory=Listen)
-    upstream: Upstream = field(default_factory=Upstream)
-    limits: Limits = field(default_factory=Limits)
-    shutdown: Shutdown = field(default_factory=Shutdown)
-    log: Log = field(default_factory=Log)
-    capture: Capture = field(default_factory=Capture)
-    metrics: Metrics = field(default_factory=Metrics)
-    inspector: Inspector = field(default_factory=Inspector)
-    rewrite: Rewrite = field(default_factory=Rewrite)
+    listen: ListenSection = field(default_factory=ListenSection)
+    upstream: UpstreamSection = field(default_factory=UpstreamSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    shutdown: ShutdownSection = field(default_factory=ShutdownSection)
+    log: LogSection = field(default_factory=LogSection)
+    capture: CaptureSection = field(default_factory=CaptureSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    inspector: InspectorSection = field(default_factory=InspectorSection)
+    rewrite: RewriteSection = field(default_factory=RewriteSection)
 
 
 SECTIONS: dict[str, type[Any]] = typing.get_type_hints(Settings)

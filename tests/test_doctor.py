@@ -20,7 +20,7 @@ from proxy.doctor.findings import Finding, Status
 from proxy.doctor.listener import url
 from proxy.doctor.run import examine
 from proxy.redact import marker
-from proxy.settings import Listen, Upstream
+from proxy.settings import ListenSection, UpstreamSection
 from tests.doctor_homes import (
     ACCOUNT,
     CHATGPT,
@@ -438,26 +438,26 @@ async def test_http_proxy_variable_without_no_proxy_sends_clients_around(world: 
     ("upstream", "environ", "wheres"),
     [
         (
-            Upstream(),
+            UpstreamSection(),
             {"HTTPS_PROXY": "http://proxy.corp:3128"},
             ["OPENAI_BASE_URL", "HTTP_PROXY, NO_PROXY", "HTTPS_PROXY, upstream.proxy_from_env"],
         ),
         (
-            Upstream(proxy="http://proxy.corp:3128"),
+            UpstreamSection(proxy="http://proxy.corp:3128"),
             {"HTTPS_PROXY": "http://proxy.corp:3128"},
             ["OPENAI_BASE_URL", "HTTP_PROXY, NO_PROXY"],
         ),
         (
-            Upstream(),
+            UpstreamSection(),
             {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": ".chatgpt.com"},
             ["OPENAI_BASE_URL", "HTTP_PROXY, NO_PROXY"],
         ),
     ],
 )
 def test_an_https_proxy_variable_the_proxy_does_not_use_is_mentioned(
-    tmp_path: Path, upstream: Upstream, environ: dict[str, str], wheres: list[str]
+    tmp_path: Path, upstream: UpstreamSection, environ: dict[str, str], wheres: list[str]
 ) -> None:
-    places = Places.build(Listen(), upstream.url, frozenset())
+    places = Places.build(ListenSection(), upstream.url, frozenset())
     found = environment.check(inputs(tmp_path, environ), places, upstream)
     assert [f.where for f in found] == wheres
     assert [f.status for f in found] == [Status.OK, Status.OK, Status.INFO][: len(wheres)]
@@ -594,3 +594,23 @@ async def test_a_listener_that_hangs_up_without_answering(world: World) -> None:
     assert line(found, f"http://127.0.0.1:{port}").says == (
         "nothing answers there (the connection closed without an answer)"
     )
+
+
+async def test_the_running_proxy_says_its_version_and_what_the_retired_path_becomes(
+    world: World, start_proxy: StartProxy
+) -> None:
+    found = await world.doctor()
+    running = line(found, f"{world.origin}/_proxy/version")
+    assert running.status is Status.OK
+    assert running.says == (
+        f"runs {__version__}, rules: legacy-responses, legacy-v1-responses, "
+        "legacy-codex-v1-responses, legacy-v1-codex-responses; "
+        "/backend-api/responses → /backend-api/codex/responses"
+    )
+    # A proxy started with the rule turned off, though the settings here have it on.
+    stale = await start_proxy(world.fake.url, rewrite={"disabled": ("legacy-responses",)})
+    found = await world.doctor(port=stale.port)
+    running = line(found, f"http://127.0.0.1:{stale.port}/_proxy/version")
+    assert running.status is Status.PROBLEM
+    assert running.says.endswith("it sends /backend-api/responses upstream unrewritten (403)")
+    assert running.fix.startswith("restart it with a rule for the retired path")

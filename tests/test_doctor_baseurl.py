@@ -6,10 +6,10 @@ import pytest
 
 from proxy.doctor.baseurl import Places, Route, classify, is_chatgpt, proxy_base
 from proxy.doctor.findings import dotted, shown
-from proxy.settings import Listen
+from proxy.settings import ListenSection
 
 UPSTREAM = "http://127.0.0.1:9001"  # a test's fake chatgpt.com
-PLACES = Places.build(Listen(port=8780), UPSTREAM, frozenset({("http", "127.0.0.1", 8999)}))
+PLACES = Places.build(ListenSection(port=8780), UPSTREAM, frozenset({("http", "127.0.0.1", 8999)}))
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_classify(base: str, route: Route) -> None:
     ],
 )
 def test_proxy_base_is_what_a_client_on_this_machine_uses(host: str, base: str) -> None:
-    assert proxy_base(Listen(host=host, port=8780)) == base
+    assert proxy_base(ListenSection(host=host, port=8780)) == base
 
 
 def test_is_chatgpt() -> None:

@@ -14,13 +14,13 @@ from enum import StrEnum
 from yarl import URL
 
 from proxy.rules import DEFAULT_RULES, rewrite
-from proxy.settings import Listen, is_loopback
+from proxy.settings import ListenSection, is_loopback
 
 CHATGPT = "https://chatgpt.com"
 LIVE_PATH = "/backend-api/codex"
 PROXY_PATH = "/backend-api"
 
-Origin = tuple[str, str, int]
+Address = tuple[str, str, int]
 
 
 class Route(StrEnum):
@@ -39,11 +39,11 @@ class Places:
     """The origins that matter when judging a base URL."""
 
     proxy_base: str  # what clients should use: http://127.0.0.1:8780/backend-api
-    proxies: frozenset[Origin]  # where this proxy listens or was found answering
-    upstreams: frozenset[Origin]  # upstream.url's origin and chatgpt.com's
+    proxies: frozenset[Address]  # where this proxy listens or was found answering
+    upstreams: frozenset[Address]  # upstream.url's origin and chatgpt.com's
 
     @classmethod
-    def build(cls, listen: Listen, upstream_url: str, found: frozenset[Origin]) -> Places:
+    def build(cls, listen: ListenSection, upstream_url: str, found: frozenset[Address]) -> Places:
         base = proxy_base(listen)
         upstreams = {origin_of(URL(CHATGPT)), origin_of(URL(upstream_url))}
         return cls(
@@ -53,7 +53,7 @@ class Places:
         )
 
 
-def proxy_base(listen: Listen) -> str:
+def proxy_base(listen: ListenSection) -> str:
     """The base URL a client on this machine should use to reach the proxy."""
     host = listen.host
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is reached on loopback
@@ -63,7 +63,7 @@ def proxy_base(listen: Listen) -> str:
     return f"http://{host}:{listen.port}{PROXY_PATH}"
 
 
-def origin_of(url: URL) -> Origin:
+def origin_of(url: URL) -> Address:
     assert url.host is not None
     assert url.port is not None
     return (url.scheme, url.host.lower(), url.port)

@@ -29,7 +29,7 @@ BASE_KEYS = ("openai_base_url", "chatgpt_base_url")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class State:
+class CodexState:
     folder: Path
     config_text: str | Unreadable | None
     config: dict[str, Any] | None
@@ -45,7 +45,7 @@ class State:
         return self.folder / "auth.json"
 
 
-def read(inputs: Inputs) -> State:
+def read(inputs: Inputs) -> CodexState:
     folder = inputs.expand(inputs.codex_home) if inputs.codex_home else inputs.home / ".codex"
     text = read_text(folder / "config.toml")
     config, error = None, ""
@@ -54,7 +54,7 @@ def read(inputs: Inputs) -> State:
             config = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             error = f"not valid TOML: {exc}"
-    return State(
+    return CodexState(
         folder=folder,
         config_text=text,
         config=config,
@@ -63,19 +63,19 @@ def read(inputs: Inputs) -> State:
     )
 
 
-def bases(state: State) -> list[str]:
+def bases(state: CodexState) -> list[str]:
     config = state.config or {}
     return [value for key in BASE_KEYS if isinstance(value := config.get(key), str)]
 
 
-def check(state: State, places: Places, *, now: float) -> list[Finding]:
+def check(state: CodexState, places: Places, *, now: float) -> list[Finding]:
     if state.config_text is None and state.auth_text is None:
         says = "not set up here (no config.toml, no auth.json)"
         return [Finding(area=AREA, status=Status.INFO, where=str(state.folder), says=says)]
     return [*_config(state, places), _auth(state, now)]
 
 
-def _config(state: State, places: Places) -> list[Finding]:
+def _config(state: CodexState, places: Places) -> list[Finding]:
     path = str(state.config_path)
     if isinstance(state.config_text, Unreadable):
         fix = f"make {path} a readable UTF-8 file (Codex cannot read it either)"
@@ -128,7 +128,7 @@ def _set(where: str, path: str, key: str, says: str, value: str) -> Finding:
     return _problem(where, says, f"set it to {json.dumps(value)}", edit)
 
 
-def _auth(state: State, now: float) -> Finding:  # noqa: PLR0911 - one return per verdict
+def _auth(state: CodexState, now: float) -> Finding:  # noqa: PLR0911 - one return per verdict
     path = str(state.auth_path)
     relogin = "run `codex login`"
     text = state.auth_text

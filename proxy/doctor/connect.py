@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from proxy.doctor.wire import reason
-from proxy.settings import Upstream, redact_url
+from proxy.settings import UpstreamSection, redact_url
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,7 +30,7 @@ class Target:
     timeout: float
 
     @classmethod
-    def from_settings(cls, upstream: Upstream) -> Target:
+    def from_settings(cls, upstream: UpstreamSection) -> Target:
         return cls(
             url=URL(upstream.url),
             proxy=URL(upstream.proxy) if upstream.proxy else None,

@@ -10,7 +10,7 @@ from proxy.config import proxy_from_environ
 from proxy.doctor.baseurl import Places, Route, classify
 from proxy.doctor.findings import Finding, Status, shown
 from proxy.doctor.inputs import Inputs
-from proxy.settings import Upstream
+from proxy.settings import UpstreamSection
 
 AREA = "Environment"
 
@@ -19,7 +19,7 @@ def bases(inputs: Inputs) -> list[str]:
     return [inputs.openai_base_url] if inputs.openai_base_url else []
 
 
-def check(inputs: Inputs, places: Places, upstream: Upstream) -> list[Finding]:
+def check(inputs: Inputs, places: Places, upstream: UpstreamSection) -> list[Finding]:
     return [
         _openai_base_url(inputs.openai_base_url, places),
         _client_proxy(inputs, places),
@@ -62,7 +62,7 @@ def _client_proxy(inputs: Inputs, places: Places) -> Finding:
     return Finding(area=AREA, status=Status.PROBLEM, where=name, says=says, fix=fix)
 
 
-def _upstream_proxy(inputs: Inputs, upstream: Upstream) -> list[Finding]:
+def _upstream_proxy(inputs: Inputs, upstream: UpstreamSection) -> list[Finding]:
     """HTTPS_PROXY set while the proxy itself goes out directly: worth knowing if the way
     out fails below."""
     found = proxy_from_environ(upstream.url, inputs.proxy_environ)

@@ -16,21 +16,21 @@ from proxy.doctor.findings import Edit, Format, UnsafeEditError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
+class Applied:
     file: str
     edits: tuple[Edit, ...]
     backup: str = ""
     refused: str = ""  # why the file was left as it was
 
 
-def apply_all(edits: Sequence[Edit], *, stamp: str) -> list[Outcome]:
+def apply_all(edits: Sequence[Edit], *, stamp: str) -> list[Applied]:
     files: dict[str, list[Edit]] = {}
     for edit in edits:
         files.setdefault(edit.file, []).append(edit)
     return [apply(file, tuple(group), stamp=stamp) for file, group in files.items()]
 
 
-def apply(file: str, edits: tuple[Edit, ...], *, stamp: str) -> Outcome:
+def apply(file: str, edits: tuple[Edit, ...], *, stamp: str) -> Applied:
     path = Path(file).resolve()  # a symlinked config is edited where it lives
     try:
         original = path.read_bytes()
@@ -38,17 +38,17 @@ def apply(file: str, edits: tuple[Edit, ...], *, stamp: str) -> Outcome:
         for edit in edits:
             text = _edit(text, edit)
     except (OSError, UnicodeDecodeError) as exc:
-        return Outcome(file=file, edits=edits, refused=_reason(exc))
+        return Applied(file=file, edits=edits, refused=_reason(exc))
     except UnsafeEditError as exc:
-        return Outcome(file=file, edits=edits, refused=str(exc))
+        return Applied(file=file, edits=edits, refused=str(exc))
     backup = _backup_name(path, stamp)
     try:
         shutil.copy2(path, backup)
         _keep_owner(path.stat(), backup)
         _replace(path, text.encode("utf-8"))
     except OSError as exc:
-        return Outcome(file=file, edits=edits, refused=_reason(exc))
-    return Outcome(file=file, edits=edits, backup=str(backup))
+        return Applied(file=file, edits=edits, refused=_reason(exc))
+    return Applied(file=file, edits=edits, backup=str(backup))
 
 
 def _edit(text: str, edit: Edit) -> str:

@@ -1,15 +1,17 @@
 """This proxy: whether it answers /_proxy/healthz where the settings (and the clients'
-configs) say it listens, and whether its rule table rewrites the retired path."""
+configs) say it listens, which version runs there with which rule table
+(/_proxy/version), and whether that table rewrites the retired path."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterable
 
 from proxy import __version__
 from proxy.config import Sourced
-from proxy.doctor.baseurl import Origin
+from proxy.doctor.baseurl import Address
 from proxy.doctor.findings import Finding, Status
 from proxy.doctor.wire import Answer, NoAnswerError, exchange, reason, request
 from proxy.rules import rewrite
@@ -17,6 +19,7 @@ from proxy.settings import Settings
 
 AREA = "This proxy"
 HEALTHZ = "/_proxy/healthz"
+VERSION = "/_proxy/version"
 TIMEOUT = 5.0
 RETIRED = "/backend-api/responses"
 _LAYERS = ("file", "environment", "flag")  # how proxy.config names a value's source
@@ -26,8 +29,26 @@ START = (
 )
 
 
-async def healthz(origin: Origin) -> Answer | str:
+async def healthz(origin: Address) -> Answer | str:
     """The answer to GET /_proxy/healthz, or why there was none."""
+    return await ask(origin, HEALTHZ)
+
+
+async def running(origin: Address) -> dict[str, object] | None:
+    """What the proxy there says of itself (GET /_proxy/version); None from a proxy too
+    old to say, or from something else."""
+    answer = await ask(origin, VERSION)
+    if not isinstance(answer, Answer) or answer.status != 200:
+        return None
+    try:
+        about = json.loads(answer.body)
+    except ValueError:
+        return None
+    return about if isinstance(about, dict) and "version" in about else None
+
+
+async def ask(origin: Address, path: str) -> Answer | str:
+    """The answer to a GET of `path` there, or why there was none."""
     _, host, port = origin
     try:
         async with asyncio.timeout(TIMEOUT):
@@ -36,7 +57,7 @@ async def healthz(origin: Origin) -> Answer | str:
         return reason(exc)
     try:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return await exchange(reader, writer, request("GET", HEALTHZ, authority), timeout=TIMEOUT)
+        return await exchange(reader, writer, request("GET", path, authority), timeout=TIMEOUT)
     except NoAnswerError as exc:
         return str(exc)
     finally:
@@ -45,7 +66,7 @@ async def healthz(origin: Origin) -> Answer | str:
             await writer.wait_closed()
 
 
-async def probe(origins: Iterable[Origin]) -> dict[Origin, Answer | str]:
+async def probe(origins: Iterable[Address]) -> dict[Address, Answer | str]:
     targets = sorted(set(origins))
     answers = await asyncio.gather(*(healthz(origin) for origin in targets))
     return dict(zip(targets, answers, strict=True))
@@ -60,7 +81,7 @@ def is_proxy(answer: Answer | str) -> bool:
     )
 
 
-def url(origin: Origin) -> str:
+def url(origin: Address) -> str:
     scheme, host, port = origin
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
@@ -68,8 +89,9 @@ def url(origin: Origin) -> str:
 def check(
     settings: Settings,
     sources: Sourced,
-    own: Origin,
-    answers: dict[Origin, Answer | str],
+    own: Address,
+    answers: dict[Address, Answer | str],
+    about: dict[str, object] | None = None,
 ) -> list[Finding]:
     given = dict.fromkeys(value.source for value in sources.values() if value.source != "default")
     layers = sorted(given, key=lambda source: _LAYERS.index(source.split(" ", 1)[0]))
@@ -80,6 +102,8 @@ def check(
         ),
         _listening(settings, sources, own, answers[own]),
     ]
+    if about is not None:
+        findings.append(_running(own, about))
     for origin, answer in answers.items():
         if origin != own and is_proxy(answer):
             says = f"another codex-path-proxy answers {HEALTHZ} (a client config points here)"
@@ -88,7 +112,7 @@ def check(
     return findings
 
 
-def _listening(settings: Settings, sources: Sourced, own: Origin, answer: Answer | str) -> Finding:
+def _listening(settings: Settings, sources: Sourced, own: Address, answer: Answer | str) -> Finding:
     where = url(own)
     if settings.listen.port == 0:
         says = "listen.port = 0: a new free port at every start, so no client can be pointed at it"
@@ -105,6 +129,28 @@ def _listening(settings: Settings, sources: Sourced, own: Origin, answer: Answer
         "`codex-path-proxy doctor --fix` to point the clients there"
     )
     return Finding(area=AREA, status=Status.PROBLEM, where=where, says=says, fix=fix)
+
+
+def _running(own: Address, about: dict[str, object]) -> Finding:
+    """The proxy that answers: its version and rule table, and whether it fixes the path."""
+    rules = about.get("rules")
+    names = ", ".join(str(name) for name in rules) if isinstance(rules, list) else "?"
+    rewrites = about.get("rewrites")
+    becomes = rewrites.get(RETIRED) if isinstance(rewrites, dict) else None
+    says = f"runs {about.get('version')}, rules: {names or 'none'}"
+    if becomes is not None and becomes != RETIRED:
+        return Finding(
+            area=AREA,
+            status=Status.OK,
+            where=url(own) + VERSION,
+            says=f"{says}; {RETIRED} → {becomes}",
+        )
+    fix = (
+        "restart it with a rule for the retired path (check `rewrite.disabled`): "
+        "`codex-path-proxy service install` again, or restart it in its terminal"
+    )
+    says = f"{says}; it sends {RETIRED} upstream unrewritten (403)"
+    return Finding(area=AREA, status=Status.PROBLEM, where=url(own) + VERSION, says=says, fix=fix)
 
 
 def _rules(settings: Settings, sources: Sourced) -> Finding:

@@ -56,7 +56,7 @@ class Provider:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class State:
+class OpenClawState:
     path: Path
     text: str | Unreadable | None
     config: dict[str, Any] | None = None
@@ -92,21 +92,25 @@ def find_install(search_path: str) -> Install | None:
     return None
 
 
-def read(inputs: Inputs) -> State:
+def read(inputs: Inputs) -> OpenClawState:
     path = config_path(inputs)
     text = read_text(path)
     install = find_install(inputs.path)
     if not isinstance(text, str):
-        return State(path=path, text=text, install=install)
+        return OpenClawState(path=path, text=text, install=install)
     try:
         config = parse(text).value
     except ParseError as exc:
-        return State(path=path, text=text, error=str(exc), install=install)
+        return OpenClawState(path=path, text=text, error=str(exc), install=install)
     if not isinstance(config, dict):
-        return State(path=path, text=text, error="the top level is not an object", install=install)
+        return OpenClawState(
+            path=path, text=text, error="the top level is not an object", install=install
+        )
     if install is None and isinstance(touched := _get(config, *TOUCHED), str):
         install = Install(version=touched, where=f"last written by it, {dotted(TOUCHED)}")
-    return State(path=path, text=text, config=config, install=install, providers=_providers(config))
+    return OpenClawState(
+        path=path, text=text, config=config, install=install, providers=_providers(config)
+    )
 
 
 def _get(data: Any, *names: str) -> Any:
@@ -133,11 +137,11 @@ def _providers(config: dict[str, Any]) -> tuple[Provider, ...]:
     return tuple(found)
 
 
-def bases(state: State) -> list[str]:
+def bases(state: OpenClawState) -> list[str]:
     return [p.base for p in state.providers if isinstance(p.base, str)]
 
 
-def check(state: State, places: Places) -> list[Finding]:
+def check(state: OpenClawState, places: Places) -> list[Finding]:
     findings = [_version(state.install)]
     where = str(state.path)
     if state.text is None:
@@ -187,7 +191,7 @@ def _version(install: Install | None) -> Finding:
 
 
 def _provider(  # noqa: PLR0911 - one return per verdict
-    state: State, provider: Provider, places: Places
+    state: OpenClawState, provider: Provider, places: Places
 ) -> list[Finding]:
     where = f"{state.path} {dotted(provider.key('baseUrl'))}"
     if provider.entry is not None and not isinstance(provider.entry, dict):
@@ -234,7 +238,7 @@ def _provider(  # noqa: PLR0911 - one return per verdict
     return [_problem(where, says, fix, edit), _private_network(state, provider)]
 
 
-def _private_network(state: State, provider: Provider) -> Finding:
+def _private_network(state: OpenClawState, provider: Provider) -> Finding:
     key = provider.key("request", "allowPrivateNetwork")
     where = f"{state.path} {dotted(key)}"
     value = _get(provider.entry, "request", "allowPrivateNetwork")
@@ -245,7 +249,7 @@ def _private_network(state: State, provider: Provider) -> Finding:
     return _problem(where, says, "set it to true", _edit(state, key, True))
 
 
-def _fallback(state: State) -> Finding:
+def _fallback(state: OpenClawState) -> Finding:
     """Whether a failed image silently becomes one from another provider."""
     defaults = _get(state.config, "agents", "defaults")
     if any(p.name == NEW_PROVIDER for p in state.providers):
@@ -270,7 +274,7 @@ def _fallback(state: State) -> Finding:
     return Finding(area=AREA, status=Status.INFO, where=where, says=says)
 
 
-def _edit(state: State, key: tuple[str, ...], value: Any) -> Edit:
+def _edit(state: OpenClawState, key: tuple[str, ...], value: Any) -> Edit:
     return Edit(file=str(state.path), format=Format.JSON5, key=key, value=value)
 
 

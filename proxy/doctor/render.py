@@ -9,7 +9,7 @@ from typing import Any
 
 from proxy import __version__
 from proxy.doctor.findings import Edit, Finding, Status
-from proxy.doctor.fix import Outcome
+from proxy.doctor.fix import Applied
 
 
 def checklist(findings: Sequence[Finding]) -> list[str]:
@@ -39,7 +39,7 @@ def summary(findings: Sequence[Finding], *, fixed: bool) -> str:
     )
 
 
-def outcomes(done: Sequence[Outcome]) -> list[str]:
+def outcomes(done: Sequence[Applied]) -> list[str]:
     lines: list[str] = []
     for outcome in done:
         if outcome.refused:
@@ -50,7 +50,7 @@ def outcomes(done: Sequence[Outcome]) -> list[str]:
     return lines
 
 
-def as_json(findings: Sequence[Finding], done: Sequence[Outcome] | None) -> str:
+def as_json(findings: Sequence[Finding], done: Sequence[Applied] | None) -> str:
     report: dict[str, Any] = {
         "version": __version__,
         "ok": not any(f.status is Status.PROBLEM for f in findings),

@@ -13,7 +13,7 @@ from proxy.doctor import codex, environment, listener, openclaw, render, wayout
 from proxy.doctor.baseurl import Places, origin_of, parse, proxy_base
 from proxy.doctor.connect import Target
 from proxy.doctor.findings import Finding, Status
-from proxy.doctor.fix import Outcome, apply_all
+from proxy.doctor.fix import Applied, apply_all
 from proxy.doctor.inputs import Inputs
 from proxy.settings import Settings, is_loopback
 
@@ -33,9 +33,10 @@ async def examine(settings: Settings, sources: Sourced, inputs: Inputs) -> list[
         listener.probe(listening), wayout.check(Target.from_settings(settings.upstream))
     )
     found = frozenset(origin for origin, answer in answers.items() if listener.is_proxy(answer))
+    about = await listener.running(own) if own in found else None
     places = Places.build(settings.listen, settings.upstream.url, found)
     return [
-        *listener.check(settings, sources, own, answers),
+        *listener.check(settings, sources, own, answers, about),
         *openclaw.check(claw, places),
         *codex.check(codex_state, places, now=inputs.now),
         *environment.check(inputs, places, settings.upstream),
@@ -53,7 +54,7 @@ def doctor(
 ) -> int:
     """Print the checklist (after the fixes, with --fix); 0 when nothing is wrong."""
     findings = asyncio.run(examine(settings, sources, inputs))
-    done: list[Outcome] | None = None
+    done: list[Applied] | None = None
     if fix:
         edits = [edit for finding in findings for edit in finding.edits]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(inputs.now))
