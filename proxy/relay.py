@@ -105,6 +105,8 @@ class Relay:
         "_interim",
         "_junk",
         "_last_read",
+        "_keep_alive",
+        "_left",
         "_length",
         "_listed",
         "_mode",
@@ -172,6 +174,9 @@ class Relay:
         self._reusable = False
         self._delimited = True
         self._length: bytes | None = None
+        # Body bytes still to come when the head gave a length (0: none, or not known).
+        self._left = 0
+        self._keep_alive = False
         self._codings: bytes | None = None
         self._listed: bytes | None = None
         self._accept: bytes | None = None
@@ -282,6 +287,10 @@ class Relay:
 
     def upstream_data(self, data: bytes) -> None:
         self._last_read = self.client.loop.time()
+        if self._left:
+            # The rest of a body of known length: counted, not parsed (see _counted).
+            self._counted(data)
+            return
         if not self.response_started:
             self._head_bytes += len(data)
             if self._head_bytes > self.client.listener.max_head_size:
@@ -367,6 +376,22 @@ class Relay:
             self._junk = True  # bytes after a body that was to have none
             return
         self._pieces.append(piece)
+        if self._left:
+            self._left -= len(piece)
+
+    def _counted(self, data: bytes) -> None:
+        """Bytes of a body whose length the head gave: llhttp had only to count them, so
+        they are counted here and go on as they came, with no copy made on the way (what
+        follows the body, if anything, was never asked for)."""
+        left = self._left
+        if len(data) > left:
+            data, self._junk = data[:left], True
+        self._left = left - len(data)
+        self._pieces.append(data)
+        if not self._left:
+            self._reusable = self._keep_alive
+            self.response_done = True
+        self._flush_response()
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -435,6 +460,10 @@ class Relay:
             )
         )
         self.response_started = True
+        if mode == _LENGTH:
+            assert self._parser is not None and self._length is not None
+            self._left = int(self._length)
+            self._keep_alive = self._parser.should_keep_alive()
         if mode == _NO_BODY:
             # A HEAD's answer may announce a length it never sends: done at its head.
             assert self._parser is not None
@@ -520,7 +549,11 @@ class Relay:
         if self.response_done and self._mode == _CHUNKED:
             out.append(b"0\r\n\r\n")
         if out:
-            self.client.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                self.client.transport.write(out[0])
+            else:
+                # One write of several buffers (the loop gathers them into one send).
+                self.client.transport.writelines(out)
         if pieces:
             self._observe(pieces)
         if self.response_done:
