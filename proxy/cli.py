@@ -24,13 +24,9 @@ from typing import Any
 
 from proxy import __version__
 from proxy.config import ConfigError, Sourced, load_settings
-from proxy.doctor.inputs import Inputs
-from proxy.doctor.run import doctor
 from proxy.log import configure_logging
 from proxy.rules import Rule, rewrite
 from proxy.server import StartupError, serve
-from proxy.service import Host
-from proxy.service import run as run_service
 from proxy.settings import CONFIG_ENV, FLAGS, Settings, key_type, keys, redact_url
 
 PROG = "codex-path-proxy"
@@ -153,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def look_after(args: argparse.Namespace, settings: Settings, sources: Sourced) -> int:
     """doctor and service: this machine's side, its inputs read here, once."""
+    # Imported here: serving, the common case, starts without them (sidecars restart).
+    from proxy.doctor.inputs import Inputs  # noqa: PLC0415
+    from proxy.doctor.run import doctor  # noqa: PLC0415
+    from proxy.service import Host  # noqa: PLC0415
+    from proxy.service import run as run_service  # noqa: PLC0415
+
     given = vars(args)
     if args.command == "doctor":
         inputs = Inputs.from_environ(os.environ, home=Path.home(), now=time.time())

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy import exposition
 from proxy.failures import error_body
 from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
@@ -68,11 +68,12 @@ def create_app(
     router.add_get(PREFIX + "version", version)
     router.add_get(PREFIX + "readyz", readyz, allow_head=True)
     if metrics is not None:
-        registry = metrics.registry
+        scraped = exposition.registry(metrics)
 
         async def serve_metrics(_: web.Request) -> web.Response:
             return web.Response(
-                body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+                body=exposition.text(scraped),
+                headers={"Content-Type": exposition.CONTENT_TYPE_LATEST},
             )
 
         router.add_get(PREFIX + "metrics", serve_metrics)

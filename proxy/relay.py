@@ -104,8 +104,8 @@ class Relay:
         "_heads",
         "_interim",
         "_junk",
-        "_last_read",
         "_keep_alive",
+        "_last_read",
         "_left",
         "_length",
         "_listed",
@@ -461,7 +461,8 @@ class Relay:
         )
         self.response_started = True
         if mode == _LENGTH:
-            assert self._parser is not None and self._length is not None
+            assert self._parser is not None
+            assert self._length is not None
             self._left = int(self._length)
             self._keep_alive = self._parser.should_keep_alive()
         if mode == _NO_BODY:

@@ -1,0 +1,96 @@
+"""Metrics as Prometheus text, through prometheus-client: built from the counters of
+`proxy.metrics` when scraped, beside the standard process, platform and GC collectors.
+Imported with the control plane, never on the forwarding path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from proxy import __version__
+from proxy.metrics import COUNTERS, PREFIX, Metrics
+
+__all__ = ["CONTENT_TYPE_LATEST", "Exposition", "registry", "text"]
+
+
+def registry(metrics: Metrics) -> CollectorRegistry:
+    """The registry a scrape reads: this proxy's metrics and the process's."""
+    # A `_created` series beside every counter and histogram doubles what is scraped
+    # and no dashboard reads it (a process-wide switch: this is the only registry).
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
+    registry = CollectorRegistry(auto_describe=True)
+    # What scrapers expect of any process: process_* (CPU, memory, open files),
+    # python_info and python_gc_*, as prometheus-client's default registry has them.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(Exposition(metrics))
+    return registry
+
+
+def text(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+class Exposition:
+    """A prometheus-client collector reading the proxy's counters."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        """What prometheus-client writes when scraped."""
+        info = GaugeMetricFamily(
+            PREFIX + "build_info",
+            "The running version, as a label; the value is always 1.",
+            labels=("version",),
+        )
+        info.add_metric((__version__,), 1)
+        yield info
+        for name, (documentation, labels) in COUNTERS.items():
+            family = CounterMetricFamily(PREFIX + name, documentation, labels=labels)
+            for values, count in metrics.counters[name].items():
+                family.add_metric(values, count)
+            yield family
+        duration = HistogramMetricFamily(
+            PREFIX + "request_duration_seconds",
+            "Time from request to the end of the exchange (a stream's end).",
+            labels=("kind",),
+        )
+        for kind, histogram in metrics.duration.items():
+            duration.add_metric((kind,), histogram.buckets(), histogram.sum)
+        yield duration
+        first_byte = HistogramMetricFamily(
+            PREFIX + "time_to_first_byte_seconds",
+            "Time from request to the first response body byte.",
+        )
+        first_byte.add_metric((), metrics.first_byte.buckets(), metrics.first_byte.sum)
+        yield first_byte
+        # Read when scraped: the lifecycle counts exchanges, the tunnels WebSocket sessions.
+        in_flight = GaugeMetricFamily(
+            PREFIX + "in_flight",
+            "Exchanges in progress: HTTP requests and WebSocket sessions.",
+            labels=("kind",),
+        )
+        sessions = metrics.sessions()
+        in_flight.add_metric(("http",), metrics.in_flight() - sessions)
+        in_flight.add_metric(("websocket",), sessions)
+        yield in_flight
