@@ -72,6 +72,10 @@ class Usage:
         load_core = after.cores[load_cpu] - before.cores[load_cpu]
         target = after.target_cpu - before.target_cpu
         load = after.load_cpu - before.load_cpu
+        # A target pinned to the proxy core can spend there at most what that core was
+        # busy; the rest of its time ran elsewhere (inspector_page.py's reader, on the load
+        # core by design, as a browser would): not another process's.
+        target_elsewhere = max(0.0, target - proxy_core.busy)
         return cls(
             wall_s=after.wall - before.wall,
             target_cpu_s=target,
@@ -79,7 +83,7 @@ class Usage:
             proxy_core_busy_s=proxy_core.busy,
             proxy_core_foreign_s=max(0.0, proxy_core.busy - target),
             proxy_core_steal_s=proxy_core.steal,
-            load_core_foreign_s=max(0.0, load_core.busy - load),
+            load_core_foreign_s=max(0.0, load_core.busy - load - target_elsewhere),
             load_core_steal_s=load_core.steal,
             busiest=_busiest(before, after, exclude),
         )
