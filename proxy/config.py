@@ -245,6 +245,7 @@ def _validate(settings: Settings, values: Sourced) -> None:
         ("capture", "body_limit", 0, "must not be negative"),
         ("capture", "total_limit", 0, "must not be negative"),
         ("shutdown", "grace", 0, "must not be negative"),
+        ("upstream", "warm_connections", 0, "must not be negative"),
     ]
     for section, key, minimum, reason in minimums:
         if getattr(getattr(settings, section), key) < minimum:

@@ -157,6 +157,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
             return
         listener.connections.add(self)
+        # A request is coming: the upstream connection opens while its head arrives.
+        listener.pool.ahead_of_request()
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else None
         self._expect(_HEAD, listener.header_timeout)

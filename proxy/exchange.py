@@ -135,7 +135,13 @@ class Exchange:
     diagnosis: str | None = None
     started_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
+    # The upstream connection: "reused", "warm" (opened ahead) or "new" (opened for it).
+    connection: str | None = None
+    # ms from the request's start until its connection was ready (0: one was ready).
     connect_ms: float | None = None
+    # What opening the connection took (TCP and any tunnel, then TLS), on its first use.
+    opened_ms: float | None = None
+    tls_ms: float | None = None
     headers_ms: float | None = None
     first_byte_ms: float | None = None
     duration_ms: float | None = None

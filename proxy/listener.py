@@ -75,6 +75,7 @@ class Listener:
         self.server = await self.loop.create_server(
             lambda: ClientConnection(self), host, port, reuse_address=True, backlog=1024
         )
+        self.pool.top_up()  # the first request finds a connection ready
         return [_address(sock.getsockname()) for sock in self.server.sockets]
 
     def stop_accepting(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import socket
 import ssl
 import time
@@ -96,10 +95,14 @@ class UpstreamConnection(asyncio.Protocol):
         "connect_ms",
         "counted",
         "idle_since",
+        "idle_since_wall",
         "pool",
         "reading_paused",
+        "served",
+        "tls_ms",
         "transport",
         "user",
+        "warm",
     )
 
     def __init__(self, pool: Pool) -> None:
@@ -110,9 +113,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.reading_paused = False
         # Whether it holds one of the pool's places (given back when it closes).
         self.counted = False
+        # When it went idle, by the loop's clock and by the wall's (which goes on while a
+        # laptop sleeps): its age is the larger of the two.
         self.idle_since = 0.0
-        # How long opening it took (TCP, the tunnel, TLS); 0 once a request has used it.
+        self.idle_since_wall = 0.0
+        # How long opening it took: TCP (and the CONNECT tunnel), then TLS.
         self.connect_ms = 0.0
+        self.tls_ms: float | None = None
+        # Opened ahead of the request that uses it (a warm spare), and requests served.
+        self.warm = False
+        self.served = 0
         # While a CONNECT tunnel is being set up: the proxy's answer so far, and its waiter.
         self._tunnel: tuple[bytearray, asyncio.Future[None]] | None = None
 
@@ -223,6 +233,14 @@ class Pool:
         self.idle: list[UpstreamConnection] = []  # most recently used last
         self.open = 0  # connections open or opening
         self.waiting: deque[tuple[Waiter, float]] = deque()
+        # Warm spares: how many idle ones to keep ready, how many are being opened, and
+        # the requests that came while one was (each takes the next that is ready).
+        self.warm = upstream.warm_connections
+        self.warming = 0
+        self.ahead: deque[Waiter] = deque()
+        # After a spare the far side soon closed, the next waits this long (doubling).
+        self._backoff = 0.0
+        self._refill: asyncio.TimerHandle | None = None
         self._opening: set[asyncio.Task[None]] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._context: ssl.SSLContext | None = None
@@ -231,10 +249,15 @@ class Pool:
     # Taking and giving back.
 
     def acquire(self, waiter: Waiter) -> None:
-        """Give `waiter` a connection: an idle one now, a new one soon, or the next free one."""
+        """Give `waiter` a connection: an idle one now, one being opened ahead, a new one
+        soon, or the next free one."""
         connection = self._take()
         if connection is not None:
+            self._backoff = 0.0  # a spare that serves a request was worth keeping
             waiter.attach(connection)
+            self.top_up()
+        elif self.warming > len(self.ahead):
+            self.ahead.append(waiter)
         elif self.open < self.size:
             self._open_for(waiter)
         else:
@@ -246,6 +269,9 @@ class Pool:
 
     def forget(self, waiter: Waiter) -> None:
         """A request that no longer needs the connection it waits for."""
+        if waiter in self.ahead:
+            self.ahead.remove(waiter)
+            return
         for entry in self.waiting:
             if entry[0] is waiter:
                 self.waiting.remove(entry)
@@ -264,29 +290,57 @@ class Pool:
             self._log_waited(since)
             waiter.attach(connection)
             return
+        self._keep(connection)
+
+    def _keep(self, connection: UpstreamConnection, *, spare: bool = False) -> None:
+        """Idle, ready for a request. The most recently used is taken first; a new spare
+        waits behind them, the one kept in reserve."""
         connection.idle_since = self.loop.time()
-        self.idle.append(connection)
+        connection.idle_since_wall = time.time()
+        if spare:
+            self.idle.insert(0, connection)
+        else:
+            self.idle.append(connection)
         if self._sweep is None:
             self._sweep = self.loop.call_later(self.keepalive_timeout, self._expire)
 
+    def _age(self, connection: UpstreamConnection, now: float, wall: float) -> float:
+        """How long it has been idle. The loop's clock stops while a machine sleeps; the
+        wall's goes on (and may jump): the larger wins, so a connection idle across a
+        sleep is never taken for a fresh one."""
+        return max(now - connection.idle_since, wall - connection.idle_since_wall)
+
     def lost(self, connection: UpstreamConnection) -> None:
         """A connection closed (by either side): it frees a place in the pool."""
-        with contextlib.suppress(ValueError):
+        was_idle = connection in self.idle
+        if was_idle:
             self.idle.remove(connection)
         if not connection.counted:
             return  # it failed while opening: its place was given back then
         connection.counted = False
         self.open -= 1
-        if self.waiting and self.open < self.size and not self._closed:
+        if self._closed:
+            return
+        if self.waiting and self.open < self.size:
             waiter, since = self.waiting.popleft()
             self._log_waited(since)
             self._open_for(waiter)
+        elif was_idle and not connection.served:
+            # A spare the far side closed before any request came: the next one waits a
+            # little, then longer, so an upstream that drops idle connections at once is
+            # not dialled in a loop.
+            self._backoff = min(max(1.0, self._backoff * 2), 60.0)
+            self.top_up()
+        else:
+            self.top_up()
 
     def close(self) -> None:
         """Shut down: close idle connections, stop opening new ones."""
         self._closed = True
         if self._sweep is not None:
             self._sweep.cancel()
+        if self._refill is not None:
+            self._refill.cancel()
         for connection in list(self.idle):
             connection.close()
         for task in self._opening:
@@ -296,12 +350,12 @@ class Pool:
         idle = self.idle
         if not idle:
             return None
-        now = self.loop.time()
+        now, wall = self.loop.time(), time.time()
         while idle:
             connection = idle.pop()
             if connection.closed:
                 continue
-            if now - connection.idle_since >= self.keepalive_timeout:
+            if self._age(connection, now, wall) >= self.keepalive_timeout:
                 # Idle too long: after a laptop sleeps the far side has forgotten it.
                 connection.close()
                 continue
@@ -310,14 +364,41 @@ class Pool:
 
     def _expire(self) -> None:
         self._sweep = None
-        now = self.loop.time()
-        for connection in [c for c in self.idle if now - c.idle_since >= self.keepalive_timeout]:
+        now, wall = self.loop.time(), time.time()
+        limit = self.keepalive_timeout
+        for connection in [c for c in self.idle if self._age(c, now, wall) >= limit]:
+            # Closed before the edge forgets it; top_up opens its replacement.
             connection.close()
         if self.idle:
-            oldest = min(connection.idle_since for connection in self.idle)
-            self._sweep = self.loop.call_later(
-                max(0.0, oldest + self.keepalive_timeout - now), self._expire
-            )
+            youngest_left = min(limit - self._age(c, now, wall) for c in self.idle)
+            self._sweep = self.loop.call_later(max(0.0, youngest_left), self._expire)
+
+    # Warm spares.
+
+    def top_up(self) -> None:
+        """Keep `upstream.warm_connections` idle connections ready (or being opened)."""
+        if self._closed or self._refill is not None:
+            return
+        ready = len(self.idle) + self.warming - len(self.ahead)
+        if ready >= self.warm or self.open >= self.size:
+            return
+        if self._backoff:
+            self._refill = self.loop.call_later(self._backoff, self._refilled)
+            return
+        for _ in range(min(self.warm - ready, self.size - self.open)):
+            self._open_for(None)
+
+    def _refilled(self) -> None:
+        self._refill = None
+        backoff, self._backoff = self._backoff, 0.0
+        self.top_up()
+        self._backoff = backoff
+
+    def ahead_of_request(self) -> None:
+        """A client connected: a request is coming. Unless a connection is ready (or on its
+        way), open one now, while the client is still sending its head."""
+        if self.warm and not self.idle and not self.warming and self.open < self.size:
+            self._open_for(None)
 
     def _log_waited(self, since: float) -> None:
         structlog.get_logger("proxy.upstream").info(
@@ -327,28 +408,56 @@ class Pool:
 
     # Opening.
 
-    def _open_for(self, waiter: Waiter) -> None:
+    def _open_for(self, waiter: Waiter | None) -> None:
+        """Open a connection for `waiter`, or (None) a spare, kept warm for the next."""
         self.open += 1
+        if waiter is None:
+            self.warming += 1
         task = self.loop.create_task(self._connect_for(waiter))
         self._opening.add(task)
         task.add_done_callback(self._opening.discard)
 
-    async def _connect_for(self, waiter: Waiter) -> None:
+    async def _connect_for(self, waiter: Waiter | None) -> None:
         try:
             connection = await self.connect()
+            if connection.closed:  # closed between its handshake and now
+                raise self._connect_error(ConnectionResetError("closed at once"))
         except ConnectError as error:
             self.open -= 1
-            waiter.connect_failed(error)
+            if waiter is not None:
+                waiter.connect_failed(error)
+                return
+            self.warming -= 1
+            self._spare_failed(error)
             return
         except asyncio.CancelledError:
             self.open -= 1
+            if waiter is None:
+                self.warming -= 1
             raise
-        if connection.closed:  # closed between its handshake and now
-            self.open -= 1
-            waiter.connect_failed(self._connect_error(ConnectionResetError("closed at once")))
-            return
         connection.counted = True
-        waiter.attach(connection)
+        if waiter is not None:
+            waiter.attach(connection)
+            return
+        self.warming -= 1
+        connection.warm = True
+        if self.ahead:
+            self.ahead.popleft().attach(connection)
+            return
+        self._keep(connection, spare=True)
+
+    def _spare_failed(self, error: ConnectError) -> None:
+        """A spare could not be opened: the requests waiting for it get its error, and the
+        next spare waits a while."""
+        structlog.get_logger("proxy.upstream").warning(
+            "a warm upstream connection could not be opened",
+            cause=error.failure.code,
+            detail=error.detail,
+        )
+        while self.ahead:
+            self.ahead.popleft().connect_failed(error)
+        self._backoff = min(max(1.0, self._backoff * 2), 60.0)
+        self.top_up()
 
     async def connect(self) -> UpstreamConnection:
         """A new connection to the origin, ready for a request; ConnectError if not."""
@@ -360,15 +469,18 @@ class Pool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.proxy is None:
-                    await loop.create_connection(
-                        lambda: connection,
-                        origin.host,
-                        origin.port,
-                        ssl=context,
-                        server_hostname=origin.host if context else None,
-                    )
+                    await loop.create_connection(lambda: connection, origin.host, origin.port)
                 else:
-                    await self._through_proxy(connection, context)
+                    await self._through_proxy(connection)
+                connected = time.perf_counter()
+                if context is not None:
+                    # TLS after TCP, not in one call: each is timed on its own.
+                    assert connection.transport is not None
+                    transport = await loop.start_tls(
+                        connection.transport, connection, context, server_hostname=origin.host
+                    )
+                    connection.transport = cast(asyncio.Transport, transport)
+                    connection.tls_ms = round((time.perf_counter() - connected) * 1000, 3)
         except BaseException as exc:
             if connection.transport is not None:
                 connection.abort()
@@ -378,12 +490,10 @@ class Pool:
             if isinstance(exc, ssl.SSLCertVerificationError):
                 error.detail += f" ({await self._presented_certificate()})"
             raise error from None
-        connection.connect_ms = round((time.perf_counter() - started) * 1000, 3)
+        connection.connect_ms = round((connected - started) * 1000, 3)
         return connection
 
-    async def _through_proxy(
-        self, connection: UpstreamConnection, context: ssl.SSLContext | None
-    ) -> None:
+    async def _through_proxy(self, connection: UpstreamConnection) -> None:
         proxy = self.proxy
         assert proxy is not None
         assert proxy.host is not None
@@ -418,12 +528,6 @@ class Pool:
                 f"the proxy upstream.proxy refused the tunnel to {self.origin.url}: {exc}",
                 f"the outbound proxy answered {exc}",
             ) from None
-        if context is not None:
-            assert connection.transport is not None
-            transport = await loop.start_tls(
-                connection.transport, connection, context, server_hostname=self.origin.host
-            )
-            connection.transport = cast(asyncio.Transport, transport)
 
     async def _presented_certificate(self) -> str:
         """Who the certificate the upstream presented names, read on a second connection

@@ -97,6 +97,7 @@ class Relay:
 
     __slots__ = (
         "_accept",
+        "_in_acquire",
         "_codings",
         "_delimited",
         "_head_bytes",
@@ -180,6 +181,7 @@ class Relay:
         self._codings: bytes | None = None
         self._listed: bytes | None = None
         self._accept: bytes | None = None
+        self._in_acquire = False
         self._sse = False
         self._timer_paused = False
         self._last_read = 0.0
@@ -217,7 +219,10 @@ class Relay:
             client.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if not head.has_body:
             self.body_done = True
+        # Whether the pool answers at once (an idle connection) or later: attach tells.
+        self._in_acquire = True
         listener.pool.acquire(self)
+        self._in_acquire = False
 
     def body(self, piece: bytes) -> None:
         """A piece of the request body, as llhttp un-framed it."""
@@ -273,8 +278,16 @@ class Relay:
         self.upstream = upstream
         upstream.user = self
         self._parser = HttpResponseParser(self)
-        # A pooled connection costs no connect; a new one says what its own cost.
-        exchange.connect_ms, upstream.connect_ms = upstream.connect_ms, 0.0
+        # How it came: reused (it served before), warm (opened ahead of this request) or
+        # new (opened for it); what opening it took, when this is its first request; and
+        # how long this request waited for it (nothing, when one was ready).
+        if upstream.served:
+            exchange.connection = "reused"
+        else:
+            exchange.connection = "warm" if upstream.warm else "new"
+            exchange.opened_ms, exchange.tls_ms = upstream.connect_ms, upstream.tls_ms
+        upstream.served += 1
+        exchange.connect_ms = 0.0 if self._in_acquire else exchange.elapsed_ms()
         self.client.resume_reading()
         self.flush_request()
 

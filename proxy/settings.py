@@ -44,7 +44,11 @@ class UpstreamSection:
     )
     pool_size: int = setting(1024, "most concurrent upstream connections; more wait (logged)")
     keepalive_timeout: float = setting(
-        15.0, "seconds an idle pooled connection is kept; after a sleep none is stale"
+        300.0,
+        "seconds an idle upstream connection is kept, under the edge's 400 s; a sleep counts",
+    )
+    warm_connections: int = setting(
+        1, "idle upstream connections kept ready, opened ahead of requests; 0: none"
     )
     proxy: str = setting("", "HTTP CONNECT proxy to reach the upstream through; empty: direct")
     proxy_from_env: bool = setting(

@@ -129,8 +129,11 @@ async def test_every_field_of_a_rewritten_event_stream(
     assert line["response_encoding"] is None
     assert line["content_type"] == "text/event-stream; charset=utf-8"
     assert (
-        0 < line["connect_ms"] <= line["headers_ms"] <= line["first_byte_ms"] <= line["duration_ms"]
+        0 <= line["connect_ms"] <= line["headers_ms"] <= line["first_byte_ms"] <= line["duration_ms"]
     )
+    # The first request finds the spare the proxy opened when it started.
+    assert (line["connection"], line["connect_ms"]) == ("warm", 0.0)
+    assert line["opened_ms"] > 0
     assert (line["events"], line["first_event"], line["last_event"]) == (
         3,
         "response.created",
@@ -160,8 +163,10 @@ async def test_request_id_is_generated_and_a_reused_connection_costs_no_connect(
     first, second = (line for line in logs if line["event"] == "request")
     assert re.fullmatch(r"[0-9a-f]{32}", first["request_id"])
     assert first["request_id"] != second["request_id"]
-    assert first["connect_ms"] > 0
-    assert second["connect_ms"] == 0.0
+    assert (first["connection"], second["connection"]) == ("warm", "reused")
+    assert first["opened_ms"] > 0
+    assert second["opened_ms"] is None
+    assert first["connect_ms"] == second["connect_ms"] == 0.0
     assert "events" not in first
 
 

@@ -352,3 +352,23 @@ async def test_an_idle_pooled_connection_is_closed_once_it_expires(
         assert response.body == b"ok"
         async with asyncio.timeout(5):
             await closed.wait()
+
+
+async def test_the_log_line_says_how_the_connection_came_and_what_opening_it_took(
+    start_proxy: StartProxy, tls_fake: FakeUpstream, ca_file: str
+) -> None:
+    proxy = await start_proxy(
+        f"https://127.0.0.1:{tls_fake.port}",
+        upstream={"ca_bundle": ca_file, "warm_connections": 0},
+    )
+    with capture_logs() as logs:
+        for _ in range(2):
+            assert parse_response(await raw_request(proxy.port, REQUEST)).status == 200
+        await recorder(proxy).wait_ended(2)
+    new, reused = (line for line in logs if line["event"] == "request")
+    assert new["connection"] == "new"
+    assert new["opened_ms"] > 0
+    assert new["tls_ms"] > 0
+    assert new["connect_ms"] >= new["opened_ms"] + new["tls_ms"]
+    assert (reused["connection"], reused["connect_ms"]) == ("reused", 0.0)
+    assert reused["opened_ms"] is reused["tls_ms"] is None
