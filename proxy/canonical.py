@@ -52,6 +52,7 @@ def fields(exchange: Exchange) -> dict[str, Any]:
         "connect_ms": exchange.connect_ms,
         "opened_ms": exchange.opened_ms,
         "tls_ms": exchange.tls_ms,
+        "tls_resumed": exchange.tls_resumed,
         "headers_ms": exchange.headers_ms,
         "first_byte_ms": exchange.first_byte_ms,
         "duration_ms": exchange.duration_ms,

@@ -142,6 +142,7 @@ class Exchange:
     # What opening the connection took (TCP and any tunnel, then TLS), on its first use.
     opened_ms: float | None = None
     tls_ms: float | None = None
+    tls_resumed: bool | None = None
     headers_ms: float | None = None
     first_byte_ms: float | None = None
     duration_ms: float | None = None

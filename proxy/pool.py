@@ -25,6 +25,7 @@ from yarl import URL
 
 from proxy.certificate import describe
 from proxy.failures import Failure
+from proxy.resolver import Resolver
 from proxy.settings import Settings, redact_url
 
 
@@ -98,6 +99,7 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_since_wall",
         "pool",
         "reading_paused",
+        "resumed",
         "served",
         "tls_ms",
         "transport",
@@ -120,6 +122,8 @@ class UpstreamConnection(asyncio.Protocol):
         # How long opening it took: TCP (and the CONNECT tunnel), then TLS.
         self.connect_ms = 0.0
         self.tls_ms: float | None = None
+        # Its TLS handshake resumed an earlier session (no certificate exchange).
+        self.resumed = False
         # Opened ahead of the request that uses it (a warm spare), and requests served.
         self.warm = False
         self.served = 0
@@ -217,6 +221,53 @@ class _TunnelRefusedError(Exception):
     pass
 
 
+class ResumingContext(ssl.SSLContext):
+    """The verified client context, with TLS session resumption: a new connection to the
+    upstream offers the session (the ticket) of an earlier one, so its handshake takes one
+    round trip less and no certificate exchange. The event loop's start_tls takes no
+    session, but it opens TLS through this context's public `wrap_bio`, which takes one.
+    Verification is unchanged: the context is the default one, and a session is only
+    ever offered to the host it came from (the one upstream)."""
+
+    session: ssl.SSLSession | None = None
+
+    @classmethod
+    def verified(cls, ca_bundle: str) -> ResumingContext:
+        context = cls(ssl.PROTOCOL_TLS_CLIENT)  # hostname checks and CERT_REQUIRED
+        context.verify_flags = ssl.create_default_context().verify_flags
+        context.load_default_certs()
+        if ca_bundle:
+            context.load_verify_locations(cafile=ca_bundle)
+        return context
+
+    def remember(self, session: ssl.SSLSession | None) -> None:
+        if session is not None and session.has_ticket:
+            self.session = session
+
+    def offered(self) -> ssl.SSLSession | None:
+        """The session to resume, unless its ticket has expired."""
+        session = self.session
+        if session is None or time.time() - session.time >= session.ticket_lifetime_hint:
+            return None
+        return session
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return super().wrap_bio(
+            incoming,
+            outgoing,
+            server_side,
+            server_hostname,
+            session=session or self.offered(),
+        )
+
+
 class Pool:
     """Connections to the origin: idle ones kept, new ones opened, at most `size` at once."""
 
@@ -230,6 +281,7 @@ class Pool:
         self.proxy = URL(upstream.proxy) if upstream.proxy else None
         # The loop it runs on, held once (looking it up costs a getpid() on Python 3.11).
         self.loop = asyncio.get_running_loop()
+        self.resolver = Resolver(origin.host, origin.port, self.loop)
         self.idle: list[UpstreamConnection] = []  # most recently used last
         self.open = 0  # connections open or opening
         self.waiting: deque[tuple[Waiter, float]] = deque()
@@ -243,7 +295,7 @@ class Pool:
         self._refill: asyncio.TimerHandle | None = None
         self._opening: set[asyncio.Task[None]] = set()
         self._sweep: asyncio.TimerHandle | None = None
-        self._context: ssl.SSLContext | None = None
+        self._context: ResumingContext | None = None
         self._closed = False
 
     # Taking and giving back.
@@ -295,6 +347,7 @@ class Pool:
     def _keep(self, connection: UpstreamConnection, *, spare: bool = False) -> None:
         """Idle, ready for a request. The most recently used is taken first; a new spare
         waits behind them, the one kept in reserve."""
+        self._remember_session(connection)
         connection.idle_since = self.loop.time()
         connection.idle_since_wall = time.time()
         if spare:
@@ -337,6 +390,7 @@ class Pool:
     def close(self) -> None:
         """Shut down: close idle connections, stop opening new ones."""
         self._closed = True
+        self.resolver.close()
         if self._sweep is not None:
             self._sweep.cancel()
         if self._refill is not None:
@@ -469,7 +523,7 @@ class Pool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.proxy is None:
-                    await loop.create_connection(lambda: connection, origin.host, origin.port)
+                    await self._direct(connection)
                 else:
                     await self._through_proxy(connection)
                 connected = time.perf_counter()
@@ -479,8 +533,10 @@ class Pool:
                     transport = await loop.start_tls(
                         connection.transport, connection, context, server_hostname=origin.host
                     )
-                    connection.transport = cast(asyncio.Transport, transport)
+                    connection.transport = tls = cast(asyncio.Transport, transport)
                     connection.tls_ms = round((time.perf_counter() - connected) * 1000, 3)
+                    ssl_object = tls.get_extra_info("ssl_object")
+                    connection.resumed = bool(ssl_object and ssl_object.session_reused)
         except BaseException as exc:
             if connection.transport is not None:
                 connection.abort()
@@ -492,6 +548,20 @@ class Pool:
             raise error from None
         connection.connect_ms = round((connected - started) * 1000, 3)
         return connection
+
+    async def _direct(self, connection: UpstreamConnection) -> None:
+        """TCP to the upstream's first address that answers (resolved ahead, see Resolver)."""
+        loop = asyncio.get_running_loop()
+        failed: OSError | None = None
+        for family, (host, port) in await self.resolver.resolve():
+            try:
+                await loop.create_connection(lambda: connection, host, port, family=family)
+            except OSError as exc:
+                failed = failed or exc
+                continue
+            return
+        assert failed is not None
+        raise failed
 
     async def _through_proxy(self, connection: UpstreamConnection) -> None:
         proxy = self.proxy
@@ -557,15 +627,20 @@ class Pool:
             transport.close()
         return describe(der) if der else "it presented no certificate"
 
-    def tls_context(self) -> ssl.SSLContext:
+    def tls_context(self) -> ResumingContext:
         """The system trust store (with SNI and hostname checks), plus upstream.ca_bundle;
         built on the first TLS connection, not at start-up."""
         if self._context is None:
-            context = ssl.create_default_context()
-            if self.ca_bundle:
-                context.load_verify_locations(cafile=self.ca_bundle)
-            self._context = context
+            self._context = ResumingContext.verified(self.ca_bundle)
         return self._context
+
+    def _remember_session(self, connection: UpstreamConnection) -> None:
+        """Keep the connection's TLS session (its ticket arrives after the handshake) for
+        the next connection to resume."""
+        if self._context is not None and connection.transport is not None:
+            ssl_object = connection.transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self._context.remember(ssl_object.session)
 
     def _connect_error(self, exc: Exception) -> ConnectError:
         if isinstance(exc, ConnectError):

@@ -97,12 +97,12 @@ class Relay:
 
     __slots__ = (
         "_accept",
-        "_in_acquire",
         "_codings",
         "_delimited",
         "_head_bytes",
         "_header_count",
         "_heads",
+        "_in_acquire",
         "_interim",
         "_junk",
         "_keep_alive",
@@ -286,6 +286,8 @@ class Relay:
         else:
             exchange.connection = "warm" if upstream.warm else "new"
             exchange.opened_ms, exchange.tls_ms = upstream.connect_ms, upstream.tls_ms
+            if upstream.tls_ms is not None:
+                exchange.tls_resumed = upstream.resumed
         upstream.served += 1
         exchange.connect_ms = 0.0 if self._in_acquire else exchange.elapsed_ms()
         self.client.resume_reading()

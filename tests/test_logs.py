@@ -129,7 +129,11 @@ async def test_every_field_of_a_rewritten_event_stream(
     assert line["response_encoding"] is None
     assert line["content_type"] == "text/event-stream; charset=utf-8"
     assert (
-        0 <= line["connect_ms"] <= line["headers_ms"] <= line["first_byte_ms"] <= line["duration_ms"]
+        0
+        <= line["connect_ms"]
+        <= line["headers_ms"]
+        <= line["first_byte_ms"]
+        <= line["duration_ms"]
     )
     # The first request finds the spare the proxy opened when it started.
     assert (line["connection"], line["connect_ms"]) == ("warm", 0.0)

@@ -372,3 +372,22 @@ async def test_the_log_line_says_how_the_connection_came_and_what_opening_it_too
     assert new["connect_ms"] >= new["opened_ms"] + new["tls_ms"]
     assert (reused["connection"], reused["connect_ms"]) == ("reused", 0.0)
     assert reused["opened_ms"] is reused["tls_ms"] is None
+
+
+async def test_a_new_tls_connection_resumes_the_session_of_an_earlier_one(
+    start_proxy: StartProxy, tls_fake: FakeUpstream, ca_file: str
+) -> None:
+    """Each request on a connection of its own (the client asks to close, the upstream
+    agrees): from the second on, TLS resumes the first's session, verification intact."""
+    proxy = await start_proxy(
+        f"https://127.0.0.1:{tls_fake.port}",
+        upstream={"ca_bundle": ca_file, "warm_connections": 0, "keepalive_timeout": 0.05},
+    )
+    with capture_logs() as logs:
+        for _ in range(3):
+            assert parse_response(await raw_request(proxy.port, REQUEST)).status == 200
+            await asyncio.sleep(0.1)  # the idle connection expires: the next opens anew
+        await recorder(proxy).wait_ended(3)
+    lines = [line for line in logs if line["event"] == "request"]
+    assert [line["connection"] for line in lines] == ["new", "new", "new"]
+    assert [line["tls_resumed"] for line in lines] == [False, True, True]

@@ -4,9 +4,13 @@ before the edge forgets it, never used once it may be stale."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -171,3 +175,40 @@ async def test_a_connection_idle_across_a_sleep_is_never_taken(upstream: Upstrea
         assert connection.closed
     finally:
         pool.close()
+
+
+async def test_dns_is_asked_once_refreshed_beside_and_a_failed_refresh_keeps_the_last_answer(
+    tmp_path: Path,
+) -> None:
+    """In a mount namespace of its own, /etc/hosts is the test's file: the name resolves,
+    then disappears. Needs root and unshare, as CI has."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.9 upstream.test\n")
+    root = Path(__file__).parent.parent
+    process = await asyncio.create_subprocess_exec(
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        f"mount --bind {hosts} /etc/hosts && exec {sys.executable} -m tests.dns_refresh_driver",
+        cwd=root,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-2000:]
+    seen = json.loads(out)
+    assert seen["first"] == [[socket.AF_INET, ["127.0.0.9", 443]]]
+    assert seen["stale"] == seen["first"]
+    assert seen["logged"] == ["DNS refresh failed: using the last good addresses"]
+    assert seen["after"].startswith("gaierror")
+
+
+async def test_an_upstream_named_by_host_name_is_reached_on_an_address_that_answers(
+    start_proxy: StartProxy, upstream: Upstream
+) -> None:
+    """localhost may resolve to ::1 first, where nothing listens: the next address is tried."""
+    port = upstream.url.rsplit(":", 1)[1]
+    proxy = await start_proxy(f"http://localhost:{port}")
+    assert parse_response(await raw_request(proxy.port, REQUEST)).body == b"ok"
