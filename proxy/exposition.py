@@ -84,6 +84,17 @@ class Exposition:
         )
         first_byte.add_metric((), metrics.first_byte.buckets(), metrics.first_byte.sum)
         yield first_byte
+        for name, documentation, histogram in (
+            (
+                "upstream_connect_seconds",
+                "TCP (and any CONNECT tunnel) of a new upstream connection.",
+                metrics.opened,
+            ),
+            ("upstream_tls_seconds", "TLS handshake of a new upstream connection.", metrics.tls),
+        ):
+            opening = HistogramMetricFamily(PREFIX + name, documentation)
+            opening.add_metric((), histogram.buckets(), histogram.sum)
+            yield opening
         # Read when scraped: the lifecycle counts exchanges, the tunnels WebSocket sessions.
         in_flight = GaugeMetricFamily(
             PREFIX + "in_flight",

@@ -85,6 +85,11 @@ COUNTERS = {
         "Event streams by how they ended (response.completed, response.failed, … or none).",
         ("end",),
     ),
+    "upstream_connections": (
+        "Exchanges by how their upstream connection came (reused, warm: opened ahead, new) "
+        "and its TLS handshake (resumed, full, none).",
+        ("connection", "tls"),
+    ),
 }
 
 
@@ -97,6 +102,9 @@ class Metrics(Observer):
             self.counters["bytes"][(direction,)] = 0
         self.duration: dict[str, Histogram] = {}
         self.first_byte = Histogram()
+        # What opening an upstream connection took, on its first use: TCP, then TLS.
+        self.opened = Histogram()
+        self.tls = Histogram()
 
     def ended(self, exchange: Exchange) -> None:
         kind = "websocket" if exchange.websocket is not None else "http"
@@ -113,6 +121,14 @@ class Metrics(Observer):
             histogram.observe(exchange.duration_ms / 1000)
         if exchange.first_byte_ms is not None:
             self.first_byte.observe(exchange.first_byte_ms / 1000)
+        if exchange.connection is not None:
+            resumed = exchange.tls_resumed
+            tls = "none" if resumed is None else "resumed" if resumed else "full"
+            counters["upstream_connections"][exchange.connection, tls] += 1
+            if exchange.opened_ms is not None:
+                self.opened.observe(exchange.opened_ms / 1000)
+            if exchange.tls_ms is not None:
+                self.tls.observe(exchange.tls_ms / 1000)
         sent = counters["bytes"]
         sent["request",] += exchange.request_bytes
         sent["response",] += exchange.response_bytes

@@ -216,3 +216,19 @@ async def test_the_real_process_serves_the_standard_collectors_and_its_version(
     # One series per counter and histogram, not a `_created` twin beside each.
     assert not [name for name in samples if name.endswith("_created")]
     assert "codex_path_proxy_requests_created" not in text
+
+
+async def test_upstream_connections_are_counted_by_how_they_came(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy()
+    request = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    for _ in range(2):
+        await raw_request(proxy.port, request)
+    await recorder(proxy).wait_ended(2)
+    samples = await scrape(proxy)
+    name = "codex_path_proxy_upstream_connections_total"
+    assert value(samples, name, connection="warm", tls="none") == 1
+    assert value(samples, name, connection="reused", tls="none") == 1
+    assert value(samples, "codex_path_proxy_upstream_connect_seconds_count") == 1
+    assert value(samples, "codex_path_proxy_upstream_tls_seconds_count") == 0
