@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ssl
 import sys
 import time
 from collections.abc import Coroutine
@@ -309,10 +310,12 @@ class UpstreamProtocol(asyncio.Protocol):
             await self._write(_BLOB[start : min(size, start + SLICE)])
 
 
-async def serve(port: int, ready: asyncio.Future[int] | None = None) -> None:
+async def serve(
+    port: int, ready: asyncio.Future[int] | None = None, tls: ssl.SSLContext | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        UpstreamProtocol, "127.0.0.1", port, backlog=4096, reuse_address=True
+        UpstreamProtocol, "127.0.0.1", port, backlog=4096, reuse_address=True, ssl=tls
     )
     bound = server.sockets[0].getsockname()[1]
     if ready is not None:
@@ -326,14 +329,19 @@ async def serve(port: int, ready: asyncio.Future[int] | None = None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS (W6)")
     args = parser.parse_args()
+    tls = None
+    if args.tls:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(*args.tls)
     with contextlib.suppress(KeyboardInterrupt):
         try:
             import uvloop  # noqa: PLC0415  (optional: a faster loop for the bench's own side)
         except ImportError:
-            asyncio.run(serve(args.port))
+            asyncio.run(serve(args.port, tls=tls))
         else:
-            uvloop.run(serve(args.port))
+            uvloop.run(serve(args.port, tls=tls))
     sys.exit(0)
 
 

@@ -197,34 +197,29 @@ class Tunnel:
     # Bytes both ways.
 
     def client_data(self, data: bytes) -> None:
-        if self.ended:
-            return
-        transport = self.upstream.transport
-        assert transport is not None
-        transport.write(data)
-        tap = self.inbound
-        messages, size = tap.messages, tap.bytes
-        tap.feed(data)
-        if tap.messages != messages or tap.bytes != size:
-            self.stats.frames_in = tap.messages
-            self.exchange.request_bytes = tap.bytes
-            self.exchange.change()
-        if tap.close is not None:
-            self._closed_by("client", tap.close)
+        if not self.ended:
+            transport = self.upstream.transport
+            assert transport is not None
+            transport.write(data)
+            self._tap(data, self.inbound, "client")
 
     def upstream_data(self, data: bytes) -> None:
-        if self.ended:
-            return
-        self.client.transport.write(data)
-        tap = self.outbound
+        if not self.ended:
+            self.client.transport.write(data)
+            self._tap(data, self.outbound, "upstream")
+
+    def _tap(self, data: bytes, tap: FrameTap, side: str) -> None:
+        """Read what just passed: frames counted, payload bytes, the first close."""
         messages, size = tap.messages, tap.bytes
         tap.feed(data)
         if tap.messages != messages or tap.bytes != size:
-            self.stats.frames_out = tap.messages
-            self.exchange.response_bytes = tap.bytes
+            if side == "client":
+                self.stats.frames_in, self.exchange.request_bytes = tap.messages, tap.bytes
+            else:
+                self.stats.frames_out, self.exchange.response_bytes = tap.messages, tap.bytes
             self.exchange.change()
         if tap.close is not None:
-            self._closed_by("upstream", tap.close)
+            self._closed_by(side, tap.close)
 
     def _closed_by(self, side: str, close: tuple[int, str]) -> None:
         stats = self.stats

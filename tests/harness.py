@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from yarl import URL
@@ -14,6 +17,7 @@ from proxy.capture import Capture
 from proxy.exchange import Exchange, Observer
 from proxy.lifecycle import Lifecycle
 from proxy.listener import Listener
+from proxy.pool import ConnectError, UpstreamConnection
 from proxy.settings import Settings
 
 
@@ -169,3 +173,36 @@ def parse_response(raw: bytes) -> RawResponse:
         response.body = rest
         response.complete = True
     return response
+
+
+class Taker:
+    """A waiter for the pool, as a relay is one: what it was given."""
+
+    def __init__(self) -> None:
+        self.given: asyncio.Future[UpstreamConnection] = asyncio.get_running_loop().create_future()
+
+    def attach(self, connection: UpstreamConnection) -> None:
+        self.given.set_result(connection)
+
+    def connect_failed(self, error: ConnectError) -> None:
+        self.given.set_exception(error)
+
+
+async def run_isolated(unshare: str, setup: str, driver: str) -> Any:
+    """Run `python -m <driver>` under `unshare <unshare>` after `setup` (shell), from the
+    repository's root (root and unshare needed, as CI has); what it printed, as JSON."""
+    root = Path(__file__).parent.parent
+    process = await asyncio.create_subprocess_exec(
+        "unshare",
+        unshare,
+        "sh",
+        "-c",
+        f"{setup} && exec {sys.executable} -m {driver}",
+        cwd=root,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()[-2000:]
+    return json.loads(out)

@@ -8,9 +8,7 @@ import json
 import os
 import socket
 import struct
-import sys
 from collections.abc import AsyncIterator, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,7 +17,14 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import RunningProxy, StartProxy, parse_response, raw_request, read_head_and_body
+from tests.harness import (
+    RunningProxy,
+    StartProxy,
+    parse_response,
+    raw_request,
+    read_head_and_body,
+    run_isolated,
+)
 
 SSE_HEADERS = {"Content-Type": "text/event-stream"}
 
@@ -359,21 +364,7 @@ async def test_oversized_body_announced_with_expect_gets_413_instead_of_100(
 async def test_dns_failure_is_502_json_with_the_cause_logged() -> None:
     """Resolution fails for real, inside a network namespace with only loopback (so no
     query can leave this machine); needs root, as CI has."""
-    root = Path(__file__).parent.parent
-    process = await asyncio.create_subprocess_exec(
-        "unshare",
-        "-n",
-        "sh",
-        "-c",
-        f"ip link set lo up && exec {sys.executable} -m tests.dns_failure_driver",
-        cwd=root,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()[-2000:]
-    result = json.loads(out)
+    result = await run_isolated("-n", "ip link set lo up", "tests.dns_failure_driver")
     assert result["status"] == 502
     error = json.loads(result["body"])["error"]
     assert error["code"] == "upstream_unreachable"

@@ -4,9 +4,7 @@ before the edge forgets it, never used once it may be stale."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,8 +13,16 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from proxy.pool import ConnectError, Origin, Pool, UpstreamConnection
-from tests.harness import StartProxy, parse_response, raw_request, recorder, settings_for
+from proxy.pool import Origin, Pool
+from tests.harness import (
+    StartProxy,
+    Taker,
+    parse_response,
+    raw_request,
+    recorder,
+    run_isolated,
+    settings_for,
+)
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 REQUEST = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -142,19 +148,6 @@ async def test_a_client_connecting_starts_a_connection_before_its_request_is_sen
     assert opened_at < sent_at
 
 
-class Taker:
-    """A waiter for the pool, as a relay is one."""
-
-    def __init__(self) -> None:
-        self.given: asyncio.Future[UpstreamConnection] = asyncio.get_running_loop().create_future()
-
-    def attach(self, connection: UpstreamConnection) -> None:
-        self.given.set_result(connection)
-
-    def connect_failed(self, error: ConnectError) -> None:
-        self.given.set_exception(error)
-
-
 async def test_a_connection_idle_across_a_sleep_is_never_taken(upstream: Upstream) -> None:
     """The loop's clock stops while a machine sleeps; the wall's does not. A connection
     idle for longer than upstream.keepalive_timeout by the wall is closed, not used."""
@@ -184,21 +177,7 @@ async def test_dns_is_asked_once_refreshed_beside_and_a_failed_refresh_keeps_the
     then disappears. Needs root and unshare, as CI has."""
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n127.0.0.9 upstream.test\n")
-    root = Path(__file__).parent.parent
-    process = await asyncio.create_subprocess_exec(
-        "unshare",
-        "-m",
-        "sh",
-        "-c",
-        f"mount --bind {hosts} /etc/hosts && exec {sys.executable} -m tests.dns_refresh_driver",
-        cwd=root,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()[-2000:]
-    seen = json.loads(out)
+    seen = await run_isolated("-m", f"mount --bind {hosts} /etc/hosts", "tests.dns_refresh_driver")
     assert seen["first"] == [[socket.AF_INET, ["127.0.0.9", 443]]]
     assert seen["stale"] == seen["first"]
     assert seen["logged"] == ["DNS refresh failed: using the last good addresses"]

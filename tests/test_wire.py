@@ -12,11 +12,12 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from proxy.pool import ConnectError, Origin, Pool, UpstreamConnection
+from proxy.pool import Origin, Pool
 from tests.fake_upstream import MINIMAL_SSE, FakeUpstream, sse_event
 from tests.harness import (
     RunningProxy,
     StartProxy,
+    Taker,
     parse_response,
     raw_request,
     read_head_and_body,
@@ -345,19 +346,6 @@ async def test_a_stream_held_back_by_a_slow_reader_is_not_taken_for_a_silent_ups
     assert exchange.sse is not None
     assert exchange.sse.completed
     assert body.endswith(b"0\r\n\r\n")
-
-
-class Taker:
-    """A waiter for the pool, as a relay is one: what it was given."""
-
-    def __init__(self) -> None:
-        self.given: asyncio.Future[UpstreamConnection] = asyncio.get_running_loop().create_future()
-
-    def attach(self, connection: UpstreamConnection) -> None:
-        self.given.set_result(connection)
-
-    def connect_failed(self, error: ConnectError) -> None:
-        self.given.set_exception(error)
 
 
 async def test_a_connection_its_slow_reader_paused_goes_back_to_the_pool_reading(
