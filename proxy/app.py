@@ -58,6 +58,9 @@ def create_proxy(
 
         inspector = Inspector(
             ring_size=settings.inspector.ring_size,
+            body_limit=settings.inspector.body_limit,
+            total_limit=settings.inspector.total_limit,
+            event_limit=settings.inspector.event_limit,
             capture_dir=Path(settings.capture.dir) if settings.capture.dir else None,
         )
         observers.append(inspector)

@@ -237,6 +237,9 @@ def _validate(settings: Settings, values: Sourced) -> None:
         fail("listen", "port", f"must be 0..65535, got {settings.listen.port}")
     minimums = [
         ("inspector", "ring_size", 1, "must be at least 1"),
+        ("inspector", "body_limit", 0, "must not be negative"),
+        ("inspector", "total_limit", 0, "must not be negative"),
+        ("inspector", "event_limit", 0, "must not be negative"),
         ("limits", "max_connections", 1, "must be at least 1"),
         ("limits", "header_timeout", 0.001, "must be greater than 0"),
         ("limits", "keepalive_timeout", 0.001, "must be greater than 0"),

@@ -19,7 +19,16 @@ from proxy.sse import StreamSummary
 
 T = TypeVar("T")
 
-__all__ = ["Bodies", "Body", "Exchange", "Observer", "Observers", "Outcome", "WebSocketStats"]
+__all__ = [
+    "Bodies",
+    "Body",
+    "Exchange",
+    "Observer",
+    "Observers",
+    "Outcome",
+    "Watcher",
+    "WebSocketStats",
+]
 
 
 class Observer:
@@ -62,6 +71,25 @@ class Observers:
 
 
 NONE = Observers()
+
+
+class Watcher:
+    """Reads an exchange's content as it passes (the inspector does, when it is on).
+
+    Forwarding hands it each event of a stream and each message of a WebSocket session,
+    whole when at most `keep` bytes long (else None, with the size), after the bytes
+    have gone on.
+    """
+
+    keep = 0
+
+    def event(self, kind: str, data: bytes | None, size: int) -> None:
+        """One server-sent event's data."""
+
+    def message(
+        self, side: str, opcode: int, payload: bytes | None, size: int, compressed: bool
+    ) -> None:
+        """One WebSocket message (or control frame) from `side`, "client" or "upstream"."""
 
 
 def _index(pairs: RawPairs) -> dict[bytes, bytes]:
@@ -132,6 +160,7 @@ class Exchange:
     response_bytes: int = 0
     sse: StreamSummary | None = None
     bodies: Bodies | None = None
+    watcher: Watcher | None = None
     diagnosis: str | None = None
     started_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)

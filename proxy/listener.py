@@ -59,7 +59,11 @@ class Listener:
         self.keepalive_timeout = limits.keepalive_timeout
         self.idle_timeout = settings.upstream.idle_timeout
         capture = settings.capture.dir or settings.log.bodies
-        self.record_bodies = settings.capture.body_limit if capture else 0
+        inspector = settings.inspector
+        self.record_bodies = max(
+            settings.capture.body_limit if capture else 0,
+            inspector.body_limit if inspector.enabled else 0,
+        )
         self.connections: set[ClientConnection] = set()
         self.watchdog = Watchdog(self.loop, self.idle_timeout)
         self.tunnels = tunnels

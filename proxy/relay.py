@@ -539,7 +539,13 @@ class Relay:
 
     def _new_tap(self) -> SSETap:
         exchange = self.exchange
-        self.tap = SSETap(lambda _kind, _summary: exchange.change())
+        watcher = exchange.watcher
+        if watcher is None:
+            self.tap = SSETap(lambda _kind, _summary: exchange.change())
+        else:
+            self.tap = SSETap(
+                lambda _kind, _summary: exchange.change(), keep=watcher.keep, on_data=watcher.event
+            )
         return self.tap
 
     def _flush_response(self) -> None:

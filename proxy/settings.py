@@ -103,6 +103,15 @@ class InspectorSection:
         False, "allow the inspector on a non-loopback bind: paths and metadata are sensitive"
     )
     ring_size: int = setting(500, "recent exchanges the inspector keeps in memory")
+    body_limit: int = setting(
+        1024 * 1024, "bytes of each request and response body the inspector keeps to show"
+    )
+    total_limit: int = setting(
+        64 * 1024 * 1024, "bytes of bodies, events and images all kept exchanges may hold"
+    )
+    event_limit: int = setting(
+        16 * 1024 * 1024, "largest event or message read whole (a generated image comes in one)"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

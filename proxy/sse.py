@@ -5,6 +5,9 @@ fall anywhere, a line may be megabytes long (an image), and only a bounded head 
 of each line is kept, enough for the event type, the small closing events, and the
 `usage` object that ends `response.completed`. Cheap per event: the type is read from
 the start of the JSON (`{"type":"…"`); only closing events are parsed whole.
+
+The inspector asks for more: with `keep`, each event's data up to that many bytes is
+kept whole and handed to `on_data` (a longer one as None, with its length).
 """
 
 from __future__ import annotations
@@ -44,16 +47,17 @@ class StreamSummary:
 class _Bounded:
     """A bounded view of a byte string that arrives in pieces: its head, tail and length."""
 
-    __slots__ = ("head", "length", "tail")
+    __slots__ = ("head", "length", "limit", "tail")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = HEAD_LIMIT) -> None:
         self.head = bytearray()
         self.tail = bytearray()
         self.length = 0
+        self.limit = limit
 
     def add(self, piece: bytes | memoryview) -> None:
         self.length += len(piece)
-        room = HEAD_LIMIT - len(self.head)
+        room = self.limit - len(self.head)
         if room > 0:
             self.head += piece[:room]
             piece = piece[room:]
@@ -70,8 +74,16 @@ class _Bounded:
 class SSETap:
     """Incremental SSE parser; `feed` each forwarded chunk, read `summary` at any time."""
 
-    def __init__(self, on_event: Callable[[str, StreamSummary], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_event: Callable[[str, StreamSummary], None] | None = None,
+        *,
+        keep: int = 0,
+        on_data: Callable[[str, bytes | None, int], None] | None = None,
+    ) -> None:
         self.summary = StreamSummary()
+        self._limit = max(keep, HEAD_LIMIT) if on_data is not None else HEAD_LIMIT
+        self._on_data = on_data
         self._partial: _Bounded | None = None  # a line cut by a chunk border
         # The current event's data: one line seen whole (the common case), or a bounded view.
         self._data: memoryview | _Bounded | None = None
@@ -90,7 +102,7 @@ class SSETap:
             newline = _find_eol(chunk, start, end) if has_cr else chunk.find(b"\n", start)
             if newline < 0:
                 if self._partial is None:
-                    self._partial = _Bounded()
+                    self._partial = _Bounded(self._limit)
                 self._partial.add(view[start:])
                 return
             if self._partial is None:
@@ -138,7 +150,7 @@ class SSETap:
             self._event_field = bytes(head[6:206])
 
     def _add_data(self, piece: memoryview) -> None:
-        if self._data is None and len(piece) <= HEAD_LIMIT:
+        if self._data is None and len(piece) <= self._limit:
             self._data = piece
         else:
             self._bounded_data().add(piece)
@@ -149,7 +161,7 @@ class SSETap:
         if isinstance(data, _Bounded):
             data.add(b"\n")  # several data lines join with "\n"
             return data
-        bounded = self._data = _Bounded()
+        bounded = self._data = _Bounded(self._limit)
         if data is not None:
             bounded.add(data)
             bounded.add(b"\n")
@@ -177,6 +189,8 @@ class SSETap:
         if kind in _TERMINAL:
             summary.terminal = kind
             _read_terminal(summary, kind, payload, data)
+        if self._on_data is not None:
+            self._on_data(kind, data.whole, data.length)
         if self._on_event is not None:
             self._on_event(kind, summary)
 

@@ -5,7 +5,8 @@ The handshake went through the rule table like any request, its headers end to e
 101 on, each side's bytes are written to the other as they come, with backpressure both
 ways, and a tap on each direction reads frame headers only: frame kinds and counts,
 payload sizes and close codes, for the log line and the inspector. Frames are never
-held whole, so a frame of any size passes.
+held whole, so a frame of any size passes; only with the inspector on is a copy of each
+message kept (up to `inspector.event_limit`) and handed to it once the message ends.
 
 A side that vanishes without a close frame closes the other (1001 to the upstream,
 1014 to the client); when the proxy stops, both sides get a 1001 close.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.failures import Failure
@@ -22,7 +24,7 @@ from proxy.headers import HOP_BY_HOP, UPGRADE, RawPairs
 
 if TYPE_CHECKING:
     from proxy.connection import ClientConnection
-    from proxy.exchange import Exchange, WebSocketStats
+    from proxy.exchange import Exchange, Watcher, WebSocketStats
     from proxy.pool import UpstreamConnection
 
 GOING_AWAY = 1001
@@ -32,24 +34,45 @@ _DATA = frozenset({0x0, 0x1, 0x2})
 _MESSAGE_START = frozenset({0x1, 0x2})
 
 
+# A watcher's view of one message: opcode, payload (None past the limit), size, compressed.
+OnMessage = Callable[[int, bytes | None, int, bool], None]
+
+
 class FrameTap:
     """Reads one direction's frame headers as the bytes pass, never holding a payload
-    (except a close frame's, at most 125 bytes)."""
+    (except a close frame's, at most 125 bytes, and a watched message's copy)."""
 
     __slots__ = (
         "_close",
+        "_fin",
         "_header",
+        "_keep",
         "_mask",
         "_masked",
+        "_message",
+        "_message_size",
         "_offset",
+        "_on_message",
         "_opcode",
+        "_payload",
         "_remaining",
+        "_rsv1",
+        "_started",
         "bytes",
         "close",
         "messages",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, on_message: OnMessage | None = None, keep: int = 0) -> None:
+        self._on_message = on_message
+        self._keep = keep
+        # The watched message so far: its first opcode and RSV1 bit, its payload, its size.
+        self._started = 0
+        self._rsv1 = False
+        self._message: bytearray | None = None
+        self._message_size = 0
+        self._payload: bytearray | None = None
+        self._fin = True
         self.messages = 0  # text and binary messages (a fragmented one counts once)
         self.bytes = 0  # payload bytes of data frames
         self.close: tuple[int, str] | None = None  # the first close frame: code, reason
@@ -73,6 +96,8 @@ class FrameTap:
                 take = min(self._remaining, end - at)
                 if self._close is not None:
                     self._close += data[at : at + take]
+                if self._payload is not None and len(self._payload) < self._keep:
+                    self._payload += data[at : min(at + take, at + self._keep - len(self._payload))]
                 self._remaining -= take
                 self._offset += take
                 at += take
@@ -120,19 +145,62 @@ class FrameTap:
         if opcode in _DATA:
             self.bytes += length
         self._close = bytearray() if opcode == _CLOSE and self.close is None else None
+        if self._on_message is not None:
+            self._fin = bool(header[0] & 0x80)
+            self._watch(header[0], length)
         if not length:
             self._frame_done()
 
+    def _watch(self, first: int, length: int) -> None:
+        opcode = first & 0x0F
+        if opcode in _MESSAGE_START or (opcode == 0 and self._message is None):
+            self._started = opcode
+            self._rsv1 = bool(first & 0x40)
+            self._message = bytearray()
+            self._message_size = 0
+        self._payload = bytearray()
+        if opcode in _DATA:
+            self._message_size += length
+
     def _frame_done(self) -> None:
+        if self._payload is not None:
+            self._watched_frame_done()
         payload = self._close
         if payload is None:
             return
         self._close = None
         if self._masked:
-            mask = self._mask
-            payload = bytearray(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+            payload = bytearray(unmask(payload, self._mask))
         code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
         self.close = (code, bytes(payload[2:]).decode("utf-8", "replace"))
+
+    def _watched_frame_done(self) -> None:
+        payload = bytes(self._payload or b"")
+        self._payload = None
+        if self._masked:
+            payload = unmask(payload, self._mask)
+        assert self._on_message is not None
+        if self._opcode not in _DATA:
+            self._on_message(self._opcode, payload, len(payload), False)
+            return
+        message = self._message
+        if message is None:
+            return
+        room = self._keep - len(message)
+        message += payload[: max(room, 0)]
+        if self._fin:
+            self._message = None
+            whole = self._message_size <= self._keep
+            self._on_message(
+                self._started, bytes(message) if whole else None, self._message_size, self._rsv1
+            )
+
+
+def unmask(payload: bytes | bytearray, mask: bytes) -> bytes:
+    """A masked payload in clear: XOR with the mask repeated, as one big integer."""
+    size = len(payload)
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
 
 
 def close_frame(code: int, reason: bytes, *, masked: bool) -> bytes:
@@ -161,8 +229,13 @@ class Tunnel:
         self.exchange = exchange
         assert exchange.websocket is not None
         self.stats: WebSocketStats = exchange.websocket
-        self.inbound = FrameTap()  # from the client
-        self.outbound = FrameTap()  # from the upstream
+        watcher = exchange.watcher
+        if watcher is None:
+            self.inbound = FrameTap()  # from the client
+            self.outbound = FrameTap()  # from the upstream
+        else:
+            self.inbound = FrameTap(_side(watcher, "client"), watcher.keep)
+            self.outbound = FrameTap(_side(watcher, "upstream"), watcher.keep)
         self.ended = False
 
     @classmethod
@@ -291,3 +364,10 @@ class Tunnel:
         self.client.listener.tunnels.discard(self)
         exchange = self.exchange
         exchange.end()
+
+
+def _side(watcher: Watcher, side: str) -> OnMessage:
+    def on_message(opcode: int, payload: bytes | None, size: int, compressed: bool) -> None:
+        watcher.message(side, opcode, payload, size, compressed)
+
+    return on_message

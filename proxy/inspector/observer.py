@@ -4,6 +4,10 @@ Forwarding calls `changed` on every event and frame, so that call only notes the
 and schedules an update: each exchange is published at most once per `interval`, and
 its final state always when it ends. Nothing is built while no page is open, except
 the final record of each exchange that ends (the ring holds it, serialised once).
+
+Each exchange's content (bodies, events, messages, the answer, images) is kept by its
+`Kept` watcher; once it ends, its view is built once and kept serialised too. All of it
+together stays within `total_limit`: past it, the oldest exchanges' contents go first.
 """
 
 from __future__ import annotations
@@ -12,16 +16,22 @@ import asyncio
 import itertools
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import orjson
 from aiohttp import web
 
 from proxy.exchange import Exchange, Observer
 from proxy.inspector import record as records
+from proxy.inspector.curl import command
 from proxy.inspector.feed import QUEUE_SIZE, Feed
+from proxy.inspector.kept import Kept
 from proxy.inspector.ring import Ring
 from proxy.inspector.routes import Pages
+from proxy.settings import CONTROL_PREFIX
 
 # At most this many updates a second per exchange reach a page.
 INTERVAL = 0.1
@@ -43,6 +53,12 @@ class Entry:
     har: str | None = None
     har_path: Path | None = None
     final: str | None = None
+    kept: Kept | None = None
+    # Once it ended: its content's view, serialised, and the request's method, target and
+    # headers (for the curl command).
+    detail: bytes | None = None
+    request: tuple[str, str, list[tuple[str, str]], str | None] | None = None
+    weight: int = 0
 
 
 class Inspector(Observer):
@@ -55,7 +71,15 @@ class Inspector(Observer):
         capture_dir: Path | None = None,
         queue_size: int = QUEUE_SIZE,
         interval: float = INTERVAL,
+        body_limit: int = 1024 * 1024,
+        total_limit: int = 64 * 1024 * 1024,
+        event_limit: int = 16 * 1024 * 1024,
     ) -> None:
+        self.body_limit = body_limit
+        self.total_limit = total_limit
+        self.event_limit = event_limit
+        # Bytes the ended exchanges' contents hold.
+        self.held = 0
         # Where proxy.capture writes the HAR files, when capture is on: pages link them.
         self.capture_dir = capture_dir
         self.ring: Ring[Entry] = Ring(ring_size)
@@ -67,6 +91,9 @@ class Inspector(Observer):
 
     def started(self, exchange: Exchange) -> None:
         entry = Entry(seq=next(self._sequence), exchange=exchange)
+        entry.kept = exchange.watcher = Kept(
+            exchange, body_limit=self.body_limit, event_limit=self.event_limit
+        )
         for old in self.ring.add(entry.seq, entry):
             self._forget(old)
         self._running[id(exchange)] = entry
@@ -103,8 +130,10 @@ class Inspector(Observer):
             entry.har = records.har_name(exchange)
             entry.har_path = self.capture_dir / entry.har
         entry.final = _json(self._record(entry, exchange, since=0, live=False))
+        self._keep(entry, exchange)
         # The final record holds all of it now: nothing of the exchange is kept twice.
         entry.exchange = None
+        exchange.watcher = None
         entry.timeline.events.clear()
         if self.feed:
             # The whole timeline: a page skips the positions it already holds.
@@ -128,9 +157,12 @@ class Inspector(Observer):
         return next((e.har_path for e in self.ring if e.har == name), None)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        Pages(feed=self.feed, snapshot=self.snapshot, capture_file=self.capture_file).add_routes(
-            router
-        )
+        Pages(
+            feed=self.feed,
+            snapshot=self.snapshot,
+            capture_file=self.capture_file,
+            contents=self,
+        ).add_routes(router)
 
     async def on_shutdown(self, _: object = None) -> None:
         """End open pages' streams, so shutdown need not cancel them."""
@@ -170,6 +202,117 @@ class Inspector(Observer):
             entry.timer.cancel()
         if entry.exchange is not None:
             self._running.pop(id(entry.exchange), None)
+        self.held -= entry.weight
+        entry.weight = 0
+        entry.kept = None
+        entry.detail = None
+
+    # Contents.
+
+    def _keep(self, entry: Entry, exchange: Exchange) -> None:
+        """Build the ended exchange's view once, then keep the total within its limit."""
+        kept = entry.kept
+        if kept is None:
+            return
+        kept.finish(exchange)
+        entry.detail = orjson.dumps(kept.view(None, partial(image_url, entry.seq)))
+        entry.request = (
+            exchange.method,
+            exchange.target,
+            exchange.request_headers,
+            exchange.request_header("Content-Encoding"),
+        )
+        # The view holds the bodies as shown; the request's bytes stay for the curl command.
+        kept.response = None
+        entry.weight = len(entry.detail) + kept.weight
+        self.held += entry.weight
+        for old in self.ring:
+            if self.held <= self.total_limit:
+                break
+            if old.exchange is None and old.weight:
+                self._drop(old)
+
+    def _drop(self, entry: Entry) -> None:
+        self.held -= entry.weight
+        entry.weight = 0
+        if entry.kept is not None:
+            entry.kept.drop()
+            entry.detail = orjson.dumps(entry.kept.view(None, partial(image_url, entry.seq)))
+
+    def content(self, seq: int, origin: str) -> bytes | None:
+        """One exchange's content as the page shows it (JSON), or None if it left the ring."""
+        entry = self.ring.get(seq)
+        if entry is None or entry.kept is None:
+            return None
+        kept = entry.kept
+        if entry.exchange is not None:
+            exchange = entry.exchange
+            view = kept.view(exchange, partial(image_url, seq))
+            request = (
+                exchange.method,
+                exchange.target,
+                exchange.request_headers,
+                exchange.request_header("Content-Encoding"),
+            )
+            body = exchange.bodies.request if exchange.bodies is not None else None
+            detail = orjson.dumps(view)
+        else:
+            assert entry.detail is not None
+            assert entry.request is not None
+            detail, request, body = entry.detail, entry.request, kept.request
+        method, target, headers, encoding = request
+        curl = None
+        if not kept.dropped:
+            curl = command(
+                method=method,
+                url=origin + target,
+                headers=headers,
+                body=body,
+                encoding=encoding,
+                secrets=kept.secrets,
+            )
+        extra = orjson.dumps(
+            {
+                "seq": seq,
+                "curl": curl,
+                "bounds": {
+                    "body_limit": self.body_limit,
+                    "total_limit": self.total_limit,
+                    "held": self.held,
+                },
+            }
+        )
+        # The view's members after these: `{…extra…, …view…}`.
+        return extra[:-1] + b"," + detail[1:]
+
+    def event(self, seq: int, position: int) -> bytes | None:
+        entry = self.ring.get(seq)
+        if entry is None or entry.kept is None:
+            return None
+        return entry.kept.event_json(position)
+
+    def image(self, seq: int, key: str) -> tuple[bytes, str] | None:
+        entry = self.ring.get(seq)
+        image = entry.kept.image(key) if entry is not None and entry.kept is not None else None
+        if image is None or image.data is None or image.mime is None:
+            return None
+        return image.data, image.mime
+
+    def search(self, text: str) -> list[int]:
+        """The exchanges whose kept content holds `text`, any case."""
+        needle = text.lower().encode()
+        found = []
+        for entry in self.ring:
+            detail, kept = entry.detail, entry.kept
+            if entry.exchange is not None and kept is not None:
+                detail = orjson.dumps(kept.view(entry.exchange, partial(image_url, entry.seq)))
+            if detail is not None and needle in detail.lower():
+                found.append(entry.seq)
+        return found
+
+
+def image_url(seq: int, key: str) -> str:
+    return f"{CONTROL_PREFIX}exchanges/{seq}/images/{quote(key, safe='')}"
 
 
 def _json(data: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""The inspector's endpoints: the page and its assets, the event stream, capture files.
+"""The inspector's endpoints: the page and its assets, the event stream, each exchange's
+content (its bodies, answer, events and images), search, capture files.
 
 Everything is served from the package; the page loads nothing from any other origin,
 and its Content-Security-Policy forbids it to (and forbids HTML built from strings).
@@ -14,6 +15,7 @@ import stat
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
@@ -41,6 +43,21 @@ _HEADERS = {
 }
 
 
+SEARCH_LIMIT = 200
+
+
+class Contents(Protocol):
+    """What the ring holds of each exchange's content."""
+
+    def content(self, seq: int, origin: str) -> bytes | None: ...
+
+    def event(self, seq: int, position: int) -> bytes | None: ...
+
+    def image(self, seq: int, key: str) -> tuple[bytes, str] | None: ...
+
+    def search(self, text: str) -> list[int]: ...
+
+
 class Pages:
     def __init__(
         self,
@@ -48,10 +65,12 @@ class Pages:
         feed: Feed,
         snapshot: Callable[[], str],
         capture_file: Callable[[str], Path | None],
+        contents: Contents,
     ) -> None:
         self.feed = feed
         self.snapshot = snapshot
         self.capture_file = capture_file
+        self.contents = contents
         static = resources.files("proxy.inspector") / "static"
         self.assets = {
             path: ((static / name).read_bytes(), kind) for path, (name, kind) in _ASSETS.items()
@@ -62,6 +81,51 @@ class Pages:
             router.add_get(PREFIX + path, self.asset, allow_head=True)
         router.add_get(PREFIX + "events", self.events)
         router.add_get(PREFIX + "captures/{name}", self.capture)
+        router.add_get(PREFIX + r"exchanges/{seq:\d{1,12}}", self.content)
+        router.add_get(PREFIX + r"exchanges/{seq:\d{1,12}}/events/{position:\d{1,12}}", self.event)
+        router.add_get(PREFIX + r"exchanges/{seq:\d{1,12}}/images/{key}", self.image)
+        router.add_get(PREFIX + "search", self.search)
+
+    async def content(self, request: web.Request) -> web.Response:
+        """One exchange's content: bodies as JSON trees or text, the answer, messages."""
+        if not addressed_to_us(request):
+            return _misaddressed()
+        # The curl command is for this page's reader: against the address they used.
+        origin = f"{request.scheme}://{request.host}"
+        found = self.contents.content(int(request.match_info["seq"]), origin)
+        if found is None:
+            return _gone()
+        return _json(found)
+
+    async def event(self, request: web.Request) -> web.Response:
+        """One event of a stream as JSON, its long strings folded."""
+        if not addressed_to_us(request):
+            return _misaddressed()
+        seq, position = int(request.match_info["seq"]), int(request.match_info["position"])
+        found = self.contents.event(seq, position)
+        if found is None:
+            return error_response(404, "not_found", "that event is not kept")
+        return _json(found)
+
+    async def image(self, request: web.Request) -> web.Response:
+        """A generated image, served only as the image type its bytes show."""
+        if not addressed_to_us(request):
+            return _misaddressed()
+        found = self.contents.image(int(request.match_info["seq"]), request.match_info["key"])
+        if found is None:
+            return error_response(404, "not_found", "that image is not kept")
+        data, mime = found
+        return web.Response(body=data, headers={**_HEADERS, "Content-Type": mime})
+
+    async def search(self, request: web.Request) -> web.Response:
+        """The exchanges whose kept content (bodies, answer, messages) holds the text."""
+        if not addressed_to_us(request):
+            return _misaddressed()
+        text = request.query.get("q", "").strip()
+        if not text or len(text) > SEARCH_LIMIT:
+            return error_response(400, "bad_request", f"q: 1 to {SEARCH_LIMIT} characters")
+        matches = self.contents.search(text)
+        return _json(b'{"matches":[' + ",".join(map(str, matches)).encode() + b"]}")
 
     async def asset(self, request: web.Request) -> web.Response:
         if not addressed_to_us(request):
@@ -162,6 +226,14 @@ def loopback_host(value: str) -> bool:
         name, colon, digits = value.partition(":")
         port = colon + digits
     return is_loopback(name) and (not port or (port[0] == ":" and port[1:].isdigit()))
+
+
+def _json(body: bytes) -> web.Response:
+    return web.Response(body=body, headers={**_HEADERS, "Content-Type": "application/json"})
+
+
+def _gone() -> web.Response:
+    return error_response(404, "not_found", "that exchange is no longer among the recent ones")
 
 
 def _misaddressed() -> web.Response:

@@ -61,7 +61,16 @@
     selected: null,
     paused: false,
     waiting: new Set(), // seqs changed while paused
+    content: null, // the selected exchange's content, as last fetched
+    fetching: false, // a content fetch in flight
+    stale: false, // the selected exchange changed while it was in flight
+    open: new Set(), // JSON tree paths the reader opened (or closed: "!path")
+    event: null, // the timeline position whose event is shown, and its JSON
+    bodyMatches: null, // seqs whose kept content matches the filter (from the proxy)
+    searchTimer: null,
+    images: new Map(), // image URL -> its <img>, for the selected exchange
   };
+  const TREE_NODES = 3000; // most JSON tree nodes drawn per body
 
   // A DOM element; children that are strings become text nodes.
   function el(tag, attributes, ...children) {
@@ -169,7 +178,8 @@
     if (text) {
       const haystack = [rec.method, rec.path, rec.upstream_path, rec.rule, rec.status, rec.content_type,
         rec.request_id, outcomeName(rec), outcomeLabel(rec), rec.last_event, rec.diagnosis].join(" ").toLowerCase();
-      if (!text.split(/\s+/).every((word) => haystack.includes(word))) return false;
+      const inFields = text.split(/\s+/).every((word) => haystack.includes(word));
+      if (!inFields && !(state.bodyMatches && state.bodyMatches.has(rec.seq))) return false;
     }
     if (ui.status.value && statusClass(rec.status) !== ui.status.value) return false;
     const outcome = ui.outcome.value;
@@ -198,7 +208,10 @@
       ui.rows.insertBefore(row, above ? above.nextSibling : ui.rows.firstChild);
     }
     fillRow(row, rec);
-    if (state.selected === seq) renderDetail();
+    if (state.selected === seq) {
+      renderDetail();
+      fetchContent();
+    }
   }
 
   function summary() {
@@ -267,7 +280,9 @@
   }
 
   function onExchange(event) {
-    show(accept(JSON.parse(event.data)));
+    const rec = JSON.parse(event.data);
+    show(accept(rec));
+    if (!rec.live && state.bodyMatches) searchBodies();
   }
 
   function connect() {
@@ -336,13 +351,250 @@
   function timeline(rec) {
     const list = el("ol", { class: "timeline", "aria-label": "event stream timeline" });
     rec.timeline.forEach(([kind, at], index) => {
-      list.append(el("li", { "data-position": rec.timeline_at + index },
+      const position = rec.timeline_at + index;
+      const chosen = state.event && state.event.position === position;
+      list.append(el("li", { "data-position": position, tabindex: "0", role: "button", "aria-pressed": chosen ? "true" : "false" },
         el("span", { class: "at" }, `+${duration(at)}`),
         el("span", { class: endClass(kind) }, kind)));
     });
     const held = rec.timeline.length;
     const note = held < rec.timeline_total ? `the last ${held} of ${rec.timeline_total} events` : `${held} events`;
-    return [el("p", { class: "muted" }, note), list];
+    const parts = [el("p", { class: "muted" }, `${note}: select one to see its JSON`), list];
+    if (state.event && state.event.seq === rec.seq) {
+      const shown = state.event.value === undefined
+        ? el("p", { class: "muted" }, state.event.error || "loading…")
+        : tree(state.event.value, `event${state.event.position}`);
+      parts.push(el("div", { class: "event-json", "aria-label": `event ${state.event.position}` },
+        el("h4", {}, `event ${state.event.position + 1}`), shown));
+    }
+    return parts;
+  }
+
+  async function showEvent(position) {
+    const seq = state.selected;
+    state.event = { seq, position };
+    renderDetail();
+    try {
+      const response = await fetch(`/_proxy/exchanges/${seq}/events/${position}`);
+      const body = await response.json();
+      if (!state.event || state.event.seq !== seq || state.event.position !== position) return;
+      if (response.ok) state.event.value = body;
+      else state.event.error = body.error ? body.error.message : `status ${response.status}`;
+    } catch (error) {
+      if (state.event) state.event.error = `could not load the event (${error.message})`;
+    }
+    renderDetail();
+  }
+
+  // ---- the exchange's content: bodies, the answer, messages, curl --------------------------
+
+  // A JSON value as a tree of <details>; what the reader opened stays open across updates.
+  function tree(value, path, budget = { nodes: TREE_NODES }) {
+    const root = el("div", { class: "tree" });
+    root.append(node(null, value, path, 0, budget));
+    if (budget.nodes < 0) root.append(el("p", { class: "muted" }, "(more not drawn)"));
+    return root;
+  }
+
+  function node(key, value, path, depth, budget) {
+    budget.nodes -= 1;
+    const label = key === null ? null : el("span", { class: "key" }, `${key}: `);
+    if (value === null || typeof value !== "object") {
+      const kind = value === null ? "null" : typeof value;
+      const text = typeof value === "string" ? JSON.stringify(value) : String(value);
+      return el("div", { class: "leaf" }, label, el("span", { class: `v-${kind}` }, text));
+    }
+    const entries = Array.isArray(value) ? value.map((item, i) => [i, item]) : Object.entries(value);
+    const brackets = Array.isArray(value) ? `[${entries.length}]` : `{${entries.length}}`;
+    const open = state.open.has(path) || (depth < 2 && !state.open.has(`!${path}`));
+    const details = el("details", { "data-path": path, open });
+    details.append(el("summary", {}, label, el("span", { class: "muted" }, brackets)));
+    if (open) fill(details, entries, path, depth, budget);
+    details.addEventListener("toggle", () => {
+      if (details.open) {
+        state.open.add(path);
+        state.open.delete(`!${path}`);
+        if (details.children.length === 1) fill(details, entries, path, depth, { nodes: TREE_NODES });
+      } else {
+        state.open.delete(path);
+        state.open.add(`!${path}`);
+      }
+    });
+    return details;
+  }
+
+  function fill(details, entries, path, depth, budget) {
+    const box = el("div", { class: "children" });
+    for (const [key, item] of entries) {
+      if (budget.nodes < 0) {
+        box.append(el("div", { class: "muted" }, "…"));
+        break;
+      }
+      box.append(node(key, item, `${path}.${key}`, depth + 1, budget));
+    }
+    details.append(box);
+  }
+
+  function keptNote(body) {
+    const notes = [`${size(body.size)}`];
+    if (body.encoding) notes.push(`${body.encoding}, ${size(body.decoded)} decoded`);
+    if (body.truncated) notes.push(`cut: ${size(body.kept)} kept (inspector.body_limit)`);
+    if (body.note) notes.push(body.note);
+    return el("p", { class: `muted kept${body.truncated ? " truncated" : ""}` }, notes.join(" · "));
+  }
+
+  // What a reader of a Responses request looks for first: model, tools, tool choice, input.
+  function requestSummary(summary) {
+    return pairs(Object.entries(summary).map(([name, value]) => [
+      name, typeof value === "object" && value !== null ? (Array.isArray(value) ? value.join(", ") || "none" : JSON.stringify(value)) : value,
+    ]));
+  }
+
+  function bodyView(body, path) {
+    const parts = [keptNote(body)];
+    if (body.json !== undefined) parts.push(tree(body.json, path));
+    else if (body.html) {
+      parts.push(el("div", { class: "html-page", "aria-label": "HTML page, shown as text" },
+        el("p", {}, el("strong", {}, body.html.title || "(no title)"), el("span", { class: "muted" }, " — an HTML page, shown as text")),
+        el("pre", { class: "text" }, body.html.text)));
+    } else if (body.text !== undefined) parts.push(el("pre", { class: "text" }, body.text));
+    return parts;
+  }
+
+  function answerView(answer, rec) {
+    const parts = [];
+    const live = rec.live;
+    const ended = rec.stream_end || rec.last_event;
+    const end = rec.stream_end
+      ? el("span", { class: endClass(rec.stream_end) }, rec.stream_end)
+      : live ? "streaming…" : el("span", { class: "bad" }, `no closing event${ended ? ` (last: ${ended})` : ""}`);
+    const head = [["model", answer.model], ["response", answer.response_id], ["status", answer.status],
+      ["end", rec.events !== undefined ? end : null]];
+    if (head.some(([, value]) => value)) parts.push(pairs(head));
+    for (const item of answer.items) {
+      const box = el("div", { class: `item item-${item.type}`, "data-item": item.id });
+      box.append(el("h4", {}, item.type.replaceAll("_", " "), item.status ? el("span", { class: "muted" }, ` ${item.status}`) : null));
+      if (item.summary) for (const line of item.summary) box.append(el("p", { class: "reasoning" }, line));
+      if (item.reasoning) box.append(el("pre", { class: "text reasoning" }, item.reasoning));
+      if (item.text !== undefined) box.append(el("pre", { class: "text answer-text" }, item.text));
+      if (item.refusal) box.append(el("pre", { class: "text bad" }, item.refusal));
+      if (item.name || item.arguments !== undefined) {
+        box.append(el("p", { class: "mono call" }, `${item.name || "call"}(`, el("span", { class: "arguments" }, item.arguments || ""), ")"));
+        if (item.call_id) box.append(el("p", { class: "muted mono" }, item.call_id));
+      }
+      if (item.image) box.append(imageView(item.image));
+      if (item.revised_prompt) box.append(el("p", { class: "muted" }, `prompt: ${item.revised_prompt}`));
+      parts.push(box);
+    }
+    if (!answer.items.length) parts.push(el("p", { class: "muted" }, live ? "nothing yet…" : "no output items"));
+    if (answer.usage) parts.push(el("h4", {}, "usage"), pairs(flatten(answer.usage)));
+    if (answer.error) parts.push(el("div", { class: "answer-error", role: "note" }, el("h4", {}, "error"), tree(answer.error, "answer-error")));
+    return parts;
+  }
+
+  function imageView(image) {
+    const facts = [
+      image.width && image.height ? `${image.width}×${image.height}` : null,
+      image.mime,
+      size(image.size),
+      image.partial ? "partial (still generating)" : null,
+    ].filter(Boolean).join(" · ");
+    const figure = el("figure", { class: "image" });
+    if (image.url) {
+      // The same element across updates: an image is fetched once, not at every redraw.
+      const src = `${image.url}?sha256=${image.sha256}`;
+      let img = state.images.get(src);
+      if (!img) {
+        img = el("img", { src, class: "thumbnail" });
+        state.images.set(src, img);
+      }
+      img.alt = `generated image, ${facts}`;
+      figure.append(img);
+    }
+    else figure.append(el("p", { class: "muted" }, image.dropped ? "the image was dropped (inspector.total_limit)" : "not an image the page can show"));
+    figure.append(el("figcaption", {}, facts, el("br"), el("span", { class: "mono sha" }, `sha256 ${image.sha256}`)));
+    return figure;
+  }
+
+  function messagesView(messages) {
+    const list = el("ol", { class: "messages", "aria-label": "WebSocket messages" });
+    messages.forEach((message, index) => {
+      const arrow = message.side === "client" ? "↑ client" : "↓ upstream";
+      const facts = [message.kind, size(message.size), message.compressed ? "deflate" : null, message.note].filter(Boolean).join(" · ");
+      const item = el("li", { class: `message ${message.side}` },
+        el("div", { class: "message-head" }, el("span", { class: "at" }, `+${duration(message.at_ms)}`), el("span", { class: "side" }, arrow), el("span", { class: "muted" }, facts)));
+      if (message.value !== null && message.value !== undefined) {
+        item.append(typeof message.value === "string" ? el("pre", { class: "text" }, message.value) : tree(message.value, `message${index}`));
+      }
+      list.append(item);
+    });
+    return list;
+  }
+
+  function curlView(curl) {
+    const button = el("button", { type: "button", class: "copy" }, "Copy as curl");
+    button.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(curl);
+        button.textContent = "Copied";
+      } catch {
+        button.textContent = "Select the text to copy";
+      }
+    });
+    return [el("p", { class: "muted" }, "Set TOKEN and ACCOUNT_ID (and any other variable in it) first; the request goes through this proxy. ", button),
+      el("pre", { class: "text curl", "aria-label": "curl command" }, curl)];
+  }
+
+  function contentSections(rec) {
+    const content = state.content;
+    if (!content || content.seq !== rec.seq) return [el("p", { class: "muted" }, "loading the content…")];
+    const parts = [];
+    if (content.dropped) parts.push(el("p", { class: "muted" }, "Its content was dropped to stay within inspector.total_limit."));
+    const summary = content.request && content.request.summary;
+    if (summary) parts.push(section("request", requestSummary(summary)));
+    if (content.answer) parts.push(section(rec.live ? "answer (so far)" : "answer", ...answerView(content.answer, rec)));
+    if (content.response) parts.push(section("response body", ...bodyView(content.response, "response")));
+    if (content.request) parts.push(section("request body", ...bodyView(content.request, "request")));
+    if (content.messages) {
+      const kept = content.messages.length;
+      const total = (rec.frames_in || 0) + (rec.frames_out || 0);
+      parts.push(section("messages", el("p", { class: "muted" }, `${kept} kept${total > kept ? ` of ${total} data messages and control frames` : ""}`), messagesView(content.messages)));
+    }
+    return parts;
+  }
+
+  function boundsSection() {
+    const content = state.content;
+    if (!content || content.seq !== state.selected) return null;
+    const { body_limit: each, total_limit: total, held } = content.bounds;
+    return section("kept", el("p", { class: "muted bounds" },
+      `up to ${size(each)} of each body (inspector.body_limit); ${size(held)} of ${size(total)} held by ended exchanges (inspector.total_limit)`));
+  }
+
+  async function fetchContent() {
+    if (state.fetching) {
+      state.stale = true;
+      return;
+    }
+    const seq = state.selected;
+    if (seq === null) return;
+    state.fetching = true;
+    try {
+      const response = await fetch(`/_proxy/exchanges/${seq}`);
+      const body = await response.json();
+      if (state.selected === seq) {
+        state.content = response.ok ? body : { seq, dropped: true, bounds: { body_limit: 0, total_limit: 0, held: 0 } };
+        renderDetail();
+      }
+    } catch (error) {
+      // The proxy went away: the event stream says so; the next update fetches again.
+    } finally {
+      state.fetching = false;
+      if (state.stale) {
+        state.stale = false;
+        fetchContent();
+      }
+    }
   }
 
   function renderDetail() {
@@ -357,6 +609,7 @@
     parts.push(section("rewrite", rewrite));
     const note = explanation(rec);
     if (note) parts.push(el("p", { class: "diagnosis", role: "note" }, note));
+    parts.push(...contentSections(rec));
     const badge = el("span", { class: `badge ${outcomeName(rec)}` }, outcomeLabel(rec));
     parts.push(section("exchange", pairs([
       ["status", rec.status],
@@ -398,6 +651,9 @@
     if (ids.some(([, value]) => value)) parts.push(section("upstream ids", pairs(ids)));
     parts.push(section("request headers", headerTable(rec.request_headers, "request headers")));
     parts.push(section("response headers", headerTable(rec.response_headers, "response headers")));
+    if (state.content && state.content.seq === rec.seq && state.content.curl) parts.push(section("as curl", ...curlView(state.content.curl)));
+    const bounds = boundsSection();
+    if (bounds) parts.push(bounds);
     if (rec.har) {
       const link = rec.har.url
         ? el("a", { href: rec.har.url, download: rec.har.name }, `download ${rec.har.name}`)
@@ -408,7 +664,9 @@
     const old = ui.body.querySelector(".timeline");
     const atEnd = !old || old.scrollTop + old.clientHeight >= old.scrollHeight - 4;
     const top = old ? old.scrollTop : 0;
+    const scrolled = ui.detail.scrollTop;
     ui.body.replaceChildren(...parts);
+    ui.detail.scrollTop = scrolled;
     const list = ui.body.querySelector(".timeline");
     if (list) list.scrollTop = atEnd ? list.scrollHeight : top;
   }
@@ -416,16 +674,25 @@
   function openDetail(seq) {
     const previous = state.rows.get(state.selected);
     if (previous) previous.removeAttribute("aria-current");
+    if (state.selected !== seq) {
+      state.content = null;
+      state.event = null;
+      state.open.clear();
+      state.images.clear();
+    }
     state.selected = seq;
     state.rows.get(seq)?.setAttribute("aria-current", "true");
     ui.detail.hidden = false;
     renderDetail();
+    fetchContent();
     ui.detail.focus();
   }
 
   function closeDetail() {
     const row = state.rows.get(state.selected);
     state.selected = null;
+    state.content = null;
+    state.event = null;
     ui.detail.hidden = true;
     if (row) {
       row.removeAttribute("aria-current");
@@ -438,6 +705,27 @@
   function refilter() {
     for (const [seq, row] of state.rows) row.hidden = !matches(state.records.get(seq));
     summary();
+  }
+
+  // The filter's text is also looked for in the kept bodies, answers and messages: by the
+  // proxy, a moment after typing stops (and again as exchanges end while it is set).
+  function searchBodies() {
+    clearTimeout(state.searchTimer);
+    const text = ui.filter.value.trim();
+    if (text.length < 2) {
+      state.bodyMatches = null;
+      return;
+    }
+    state.searchTimer = setTimeout(async () => {
+      try {
+        const response = await fetch(`/_proxy/search?q=${encodeURIComponent(text)}`);
+        if (!response.ok || ui.filter.value.trim() !== text) return;
+        state.bodyMatches = new Set((await response.json()).matches);
+        refilter();
+      } catch {
+        // Searching bodies is a help; the fields still filter.
+      }
+    }, 250);
   }
 
   function togglePause() {
@@ -487,7 +775,23 @@
   });
   ui.close.addEventListener("click", closeDetail);
   ui.pause.addEventListener("click", togglePause);
-  ui.filter.addEventListener("input", refilter);
+  ui.filter.addEventListener("input", () => {
+    state.bodyMatches = null;
+    refilter();
+    searchBodies();
+  });
+  ui.body.addEventListener("click", (event) => {
+    const item = event.target.closest(".timeline li[data-position]");
+    if (item) showEvent(Number(item.dataset.position));
+  });
+  ui.body.addEventListener("keydown", (event) => {
+    const item = event.target.closest(".timeline li[data-position]");
+    if (item && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      event.stopPropagation();
+      showEvent(Number(item.dataset.position));
+    }
+  });
   ui.status.addEventListener("change", refilter);
   ui.outcome.addEventListener("change", refilter);
   setInterval(() => {

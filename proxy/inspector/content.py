@@ -1,0 +1,263 @@
+"""Bodies made readable for the page: decoded, parsed, redacted and folded, never rendered.
+
+Pure functions over bytes. JSON becomes a tree whose strings are shape-checked for
+credentials and masked where they repeat a header's secret; a long string is folded to
+its start and length, and a run of base64 (an image, a file) to its size and sha256. An
+HTML page (Cloudflare's 403) becomes its title and text: the page shows words, never
+markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any
+
+import orjson
+
+from proxy import redact
+from proxy.capture import decode
+from proxy.exchange import Body
+
+# A request's strings are shown up to this many characters (Codex's instructions run to
+# tens of thousands); an event's, which repeat in every delta, shorter.
+REQUEST_STRING = 4096
+EVENT_STRING = 300
+# Base64 this long or longer is a blob (an image, a file), summarised, never shown.
+BLOB_MIN = 256
+TEXT_LIMIT = 64 * 1024
+_BASE64 = re.compile(rf"(?:data:[\w.+-]+/[\w.+-]+;base64,)?[A-Za-z0-9+/_-]{{{BLOB_MIN},}}={{0,2}}")
+# The fields a reader of a Responses request looks for first, in this order.
+_URLSAFE = str.maketrans("-_", "+/")
+FIRST = ("model", "tools", "tool_choice", "stream", "input", "instructions")
+
+
+def blob(text: str) -> str | None:
+    """A base64 string's summary (its decoded size and sha256), or None if it is not one."""
+    if len(text) < BLOB_MIN or _BASE64.fullmatch(text) is None or not _mixed(text):
+        return None
+    head, comma, data = text.partition(",") if text.startswith("data:") else ("", "", text)
+    data = data.rstrip("=").translate(_URLSAFE)
+    try:
+        raw = base64.b64decode(data + "=" * (-len(data) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    kind = f"{head.removeprefix('data:').removesuffix(';base64')} " if comma else ""
+    return f"[{kind}base64: {len(raw):,} bytes, sha256 {hashlib.sha256(raw).hexdigest()}]"
+
+
+def _mixed(text: str) -> bool:
+    """Encoded bytes mix capitals, small letters and digits; a run of one letter does not."""
+    sample = text[-BLOB_MIN:]
+    return (
+        any(c.isupper() for c in sample)
+        and any(c.islower() for c in sample)
+        and any(c.isdigit() for c in sample)
+    )
+
+
+def fold(value: Any, *, limit: int, secrets: Sequence[str] = ()) -> Any:
+    """The JSON value as it may be shown: strings redacted, blobs summarised, long ones cut."""
+    if isinstance(value, str):
+        summary = blob(value)
+        if summary is not None:
+            return summary
+        shown = redact.mask_known(redact.redact_text(value), secrets)
+        if len(shown) > limit:
+            return f"{shown[:limit]}… [{len(shown):,} characters]"
+        return shown
+    if isinstance(value, dict):
+        return {
+            redact.redact_text(str(key)): fold(item, limit=limit, secrets=secrets)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [fold(item, limit=limit, secrets=secrets) for item in value]
+    return value
+
+
+def parse_json(data: bytes) -> tuple[bool, Any]:
+    try:
+        return True, orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False, None
+
+
+def request_summary(tree: Any) -> dict[str, Any] | None:
+    """What matters first in a Responses request: model, tools, tool choice, stream, input."""
+    if not isinstance(tree, dict) or not any(key in tree for key in FIRST):
+        return None
+    summary: dict[str, Any] = {}
+    if "model" in tree:
+        summary["model"] = tree["model"]
+    tools = tree.get("tools")
+    if isinstance(tools, list):
+        summary["tools"] = [_tool_name(tool) for tool in tools]
+    if "tool_choice" in tree:
+        summary["tool_choice"] = tree["tool_choice"]
+    if "stream" in tree:
+        summary["stream"] = tree["stream"]
+    given = tree.get("input")
+    if given is not None:
+        items = len(given) if isinstance(given, list) else 1
+        size = len(orjson.dumps(given))
+        summary["input"] = f"{items} item{'s' if items != 1 else ''}, {size:,} bytes"
+    return summary
+
+
+def _tool_name(tool: Any) -> str:
+    if not isinstance(tool, dict):
+        return str(tool)
+    kind = str(tool.get("type", "tool"))
+    name = tool.get("name") or (tool.get("function") or {}).get("name")
+    return f"{kind}: {name}" if name else kind
+
+
+def first_fields(tree: Any) -> Any:
+    """A request object with the fields a reader looks for first, the rest as they came."""
+    if not isinstance(tree, dict):
+        return tree
+    ordered = {key: tree[key] for key in FIRST if key in tree}
+    ordered.update((key, item) for key, item in tree.items() if key not in ordered)
+    return ordered
+
+
+class _Text(HTMLParser):
+    """The title and visible text of an HTML page; scripts and styles are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.title: list[str] = []
+        self.text: list[str] = []
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "noscript", "template"):
+            self._skip += 1
+        elif tag == "title":
+            self._in_title = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "noscript", "template") and self._skip:
+            self._skip -= 1
+        elif tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title.append(data)
+        elif not self._skip:
+            self.text.append(data)
+
+
+def html_text(markup: str) -> dict[str, str]:
+    reader = _Text()
+    reader.feed(markup)
+    reader.close()
+    title = " ".join(" ".join(reader.title).split())
+    lines = (" ".join(line.split()) for line in "\n".join(reader.text).splitlines())
+    text = "\n".join(line for line in lines if line)
+    return {"title": title, "text": text[:TEXT_LIMIT]}
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    mime: str
+    width: int | None
+    height: int | None
+
+
+def picture(data: bytes) -> Picture | None:
+    """An image's kind and size in pixels, read from its first bytes; None if not one."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return Picture("image/png", width, height)
+    if data.startswith(b"\xff\xd8"):
+        return Picture("image/jpeg", *_jpeg_size(data))
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return Picture("image/webp", *_webp_size(data))
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+        return Picture("image/gif", width, height)
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int | None, int | None]:
+    at = 2
+    while at + 9 < len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return width, height
+        at += 2 + length
+    return None, None
+
+
+def _webp_size(data: bytes) -> tuple[int | None, int | None]:
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None, None
+
+
+def body_view(
+    body: Body | None,
+    *,
+    encoding: str | None,
+    content_type: str | None,
+    secrets: Sequence[str],
+    request: bool,
+) -> dict[str, Any] | None:
+    """One kept body as the page shows it: a JSON tree, an HTML page's words, or text."""
+    if body is None or body.size == 0:
+        return None
+    view: dict[str, Any] = {"size": body.size, "kept": len(body.data)}
+    if body.truncated:
+        view["truncated"] = True
+    data, problem = decode(body, encoding)
+    if encoding and encoding.strip().lower() != "identity":
+        view["encoding"] = encoding
+        view["decoded"] = len(data)
+    if problem:
+        view["note"] = problem
+    kind = (content_type or "").split(";")[0].strip().lower()
+    parsed, tree = parse_json(data)
+    if parsed:
+        if request:
+            view["summary"] = fold(request_summary(tree), limit=EVENT_STRING, secrets=secrets)
+            tree = first_fields(tree)
+        view["json"] = fold(tree, limit=REQUEST_STRING, secrets=secrets)
+        return view
+    text = data.decode("utf-8", "replace")
+    opening = text.lstrip()[:15].lower()
+    if kind == "text/html" or (not kind and opening.startswith(("<!doctype html", "<html"))):
+        page = html_text(text)
+        view["html"] = {key: _shown(value, secrets) for key, value in page.items()}
+        return view
+    if "\ufffd" in text[:1024] and kind not in ("", "text/plain"):
+        view["note"] = "; ".join(filter(None, (view.get("note"), f"binary ({kind or 'no type'})")))
+        return view
+    view["text"] = _fold_blobs(_shown(text[:TEXT_LIMIT], secrets))
+    return view
+
+
+def _shown(text: str, secrets: Sequence[str]) -> str:
+    return redact.mask_known(redact.redact_text(text), secrets)
+
+
+def _fold_blobs(text: str) -> str:
+    return _BASE64.sub(lambda found: blob(found.group(0)) or found.group(0), text)

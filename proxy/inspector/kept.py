@@ -1,0 +1,245 @@
+"""What the inspector keeps of one exchange's content, and how the page is shown it.
+
+While the exchange runs, a `Kept` is its watcher: each event and WebSocket message is
+read as it passes (parsed once, fed to the answer, folded and kept while the exchange's
+`body_limit` allows). When it ends, its kept bodies are taken over (a stream's own body
+is not: its events say it better). All of it counts towards the inspector's
+`total_limit`; the oldest exchanges give theirs up first (`drop`).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy import redact
+from proxy.exchange import Body, Exchange, Watcher
+from proxy.inspector.answer import Answer, Image
+from proxy.inspector.content import EVENT_STRING, REQUEST_STRING, body_view, fold
+
+_KINDS = {0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
+# A record of an event or message not kept (past the budget) costs about this much.
+RECORD_COST = 120
+# The permessage-deflate tail each message's compressed payload lost (RFC 7692).
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"
+
+
+@dataclass(slots=True)
+class Event:
+    kind: str
+    at_ms: float
+    size: int
+    json: bytes | None  # folded and redacted, or None when not kept
+
+
+@dataclass(slots=True)
+class Message:
+    side: str
+    at_ms: float
+    kind: str
+    size: int
+    compressed: bool
+    json: bytes | None  # a folded JSON value (a tree or a text), or None when not kept
+    note: str | None = None
+
+
+class Kept(Watcher):
+    def __init__(self, exchange: Exchange, *, body_limit: int, event_limit: int) -> None:
+        self.keep = event_limit
+        self.budget = body_limit
+        self.started = exchange.started
+        self.secrets = redact.secret_values(exchange.request_headers)
+        self.answer = Answer()
+        self.events: list[Event] = []
+        self.messages: list[Message] = []
+        self.used = 0  # bytes of folded events and messages
+        self.request: Body | None = None
+        self.response: Body | None = None
+        self.dropped = False
+        self._inflaters: dict[str, Any] = {}
+        # Each body's Content-Encoding and Content-Type, once the exchange is gone.
+        self._types: dict[str, tuple[str | None, str | None]] = {}
+
+    # As it passes.
+
+    def event(self, kind: str, data: bytes | None, size: int) -> None:
+        parsed = _parse(data)
+        if isinstance(parsed, dict):
+            self._read(parsed)
+        if self.used >= self.budget:
+            return  # counted by the tap, not kept
+        value = parsed
+        if value is None and data is not None:
+            value = data[:REQUEST_STRING].decode("utf-8", "replace")
+        folded = self._fold(value, EVENT_STRING)
+        self.events.append(Event(redact.redact_text(kind), self._at(), size, folded))
+
+    def message(
+        self, side: str, opcode: int, payload: bytes | None, size: int, compressed: bool
+    ) -> None:
+        note = None
+        if compressed and payload is not None:
+            payload, note = self._inflate(side, payload)
+        elif compressed:
+            self._inflaters[side] = None  # a message past the limit: the context is lost
+            note = "compressed, too long to read"
+        elif payload is None:
+            note = "too long to keep"
+        value: Any = None
+        if payload is not None and opcode == 0x1:
+            value = _parse(payload)
+            if isinstance(value, dict) and side == "upstream":
+                self._read(value)
+            elif value is None:
+                value = payload[:REQUEST_STRING].decode("utf-8", "replace")
+        elif payload is not None and opcode == 0x8 and len(payload) >= 2:
+            code = int.from_bytes(payload[:2], "big")
+            value = {"code": code, "reason": payload[2:].decode("utf-8", "replace")}
+        if self.used >= self.budget:
+            return
+        limit = REQUEST_STRING if side == "client" else EVENT_STRING
+        kind = _KINDS.get(opcode, f"opcode {opcode}")
+        folded = self._fold(value, limit)
+        self.messages.append(Message(side, self._at(), kind, size, compressed, folded, note))
+
+    def _read(self, event: dict[str, Any]) -> None:
+        # Upstream JSON of any shape: a surprise in it must never reach the forwarding.
+        try:
+            self.answer.read(event)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            self.answer.unreadable += 1
+
+    def _fold(self, value: Any, limit: int) -> bytes | None:
+        folded = None
+        if value is not None:
+            folded = orjson.dumps(fold(value, limit=limit, secrets=self.secrets))
+        self.used += RECORD_COST + (len(folded) if folded is not None else 0)
+        return folded
+
+    def _inflate(self, side: str, payload: bytes) -> tuple[bytes | None, str | None]:
+        inflater = self._inflaters.get(side, False)
+        if inflater is None:
+            return None, "compressed, unreadable after a message too long to keep"
+        if inflater is False:
+            inflater = self._inflaters[side] = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(payload + _DEFLATE_TAIL, self.keep)
+        except zlib.error as exc:
+            self._inflaters[side] = None
+            return None, f"compressed, not inflated ({exc})"
+        if inflater.unconsumed_tail:
+            self._inflaters[side] = None
+            return None, "compressed, too long once inflated"
+        return data, None
+
+    def _at(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 1)
+
+    # When it ends, and after.
+
+    def finish(self, exchange: Exchange) -> None:
+        """Take over the exchange's kept bodies; a stream's body is its events."""
+        self.secrets = sorted(
+            {*self.secrets, *redact.secret_values(exchange.response_headers)}, key=len, reverse=True
+        )
+        self._types = _types(exchange)
+        bodies = exchange.bodies
+        if bodies is not None:
+            self.request = _compact(bodies.request)
+            self.response = None if exchange.sse is not None else _compact(bodies.response)
+
+    @property
+    def weight(self) -> int:
+        """Bytes held for the page."""
+        bodies = sum(len(body.data) for body in (self.request, self.response) if body is not None)
+        return bodies + self.used + self.answer.weight
+
+    def drop(self) -> None:
+        """Give up the contents (the inspector's total budget needs the room)."""
+        self.dropped = True
+        self.request = self.response = None
+        self.events = []
+        self.messages = []
+        self.used = 0
+        self.answer.drop_images()
+
+    def image(self, key: str) -> Image | None:
+        return self.answer.image(key)
+
+    def event_json(self, position: int) -> bytes | None:
+        if 0 <= position < len(self.events):
+            return self.events[position].json
+        return None
+
+    def view(self, exchange: Exchange | None, image_url: Callable[[str], str]) -> dict[str, Any]:
+        """The contents as the page shows them; `exchange` while it still runs."""
+        request = self.request
+        response = self.response
+        types = self._types
+        if exchange is not None:
+            types = _types(exchange)
+            if exchange.bodies is not None:
+                request = exchange.bodies.request
+                response = None if exchange.sse is not None else exchange.bodies.response
+        view: dict[str, Any] = {"dropped": self.dropped}
+        for side, body in (("request", request), ("response", response)):
+            encoding, kind = types.get(side, (None, None))
+            shown = body_view(
+                body,
+                encoding=encoding,
+                content_type=kind,
+                secrets=self.secrets,
+                request=side == "request",
+            )
+            if shown is not None:
+                view[side] = shown
+        if self.events or self.answer.items or self.answer.error or self.answer.usage:
+            view["answer"] = self.answer.view(self.secrets, image_url)
+        if self.events:
+            view["events_kept"] = len(self.events)
+        if self.messages:
+            view["messages"] = [
+                {
+                    "side": m.side,
+                    "at_ms": m.at_ms,
+                    "kind": m.kind,
+                    "size": m.size,
+                    "compressed": m.compressed,
+                    "note": m.note,
+                    "value": orjson.Fragment(m.json) if m.json is not None else None,
+                }
+                for m in self.messages
+            ]
+        return view
+
+
+def _compact(body: Body) -> Body:
+    """A copy without the room a growing buffer keeps spare."""
+    return Body(body.limit, bytearray(body.data), body.size)
+
+
+def _types(exchange: Exchange) -> dict[str, tuple[str | None, str | None]]:
+    return {
+        "request": (
+            exchange.request_header("Content-Encoding"),
+            exchange.request_header("Content-Type"),
+        ),
+        "response": (
+            exchange.response_header("Content-Encoding"),
+            exchange.response_header("Content-Type"),
+        ),
+    }
+
+
+def _parse(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
