@@ -51,9 +51,7 @@ def png(width: int, height: int, noise: int = 0) -> bytes:
     """A real PNG, a gradient: `noise` random bytes per row make it as large as a test needs."""
 
     def row(y: int) -> bytes:
-        pixels = b"".join(
-            bytes((255 * x // width, 255 * y // height, 160)) for x in range(width)
-        )
+        pixels = b"".join(bytes((255 * x // width, 255 * y // height, 160)) for x in range(width))
         return b"\x00" + pixels[: 3 * width - noise] + os.urandom(noise)
 
     rows = b"".join(row(y) for y in range(height))
