@@ -100,23 +100,40 @@ def _index(pairs: RawPairs) -> dict[bytes, bytes]:
     return index
 
 
-@dataclass(slots=True)
 class Body:
-    """The first `limit` bytes of one body (a copy for capture), and its whole size."""
+    """The first `limit` bytes of one body (a copy for capture), and its whole size.
 
-    limit: int
-    data: bytearray = field(default_factory=bytearray)
-    size: int = 0
+    The pieces are kept as they were read and joined once, when first asked for: a body
+    grown by appending would be reallocated again and again, and the allocator's heap
+    left in pieces that the process never gives back.
+    """
+
+    __slots__ = ("_pieces", "kept", "limit", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.kept = 0
+        self._pieces: list[bytes] = []
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        room = self.limit - len(self.data)
+        room = self.limit - self.kept
         if room > 0:
-            self.data += chunk[:room]
+            piece = chunk if len(chunk) <= room else chunk[:room]
+            self._pieces.append(piece)
+            self.kept += len(piece)
+
+    @property
+    def data(self) -> bytes:
+        pieces = self._pieces
+        if len(pieces) != 1:
+            pieces[:] = [b"".join(pieces)]
+        return pieces[0]
 
     @property
     def truncated(self) -> bool:
-        return self.size > len(self.data)
+        return self.size > self.kept
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from proxy.inspector.content import blob, fold, html_text, picture
 from proxy.inspector.curl import command, placeholder
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import RunningProxy, StartProxy, recorder
+from tests.proc import start_proxy_process
 from tests.test_inspector import ACCOUNT, CANONICAL, CLIENT_HEADERS, LEGACY, TOKEN, GatedStream
 
 MARKER = "inspect-me-7c1d"
@@ -656,3 +658,58 @@ async def test_nothing_is_kept_or_read_when_the_inspector_is_off(
     assert exchange.watcher is None
     async with client.get(proxy.make_url("/_proxy/exchanges/1")) as response:
         assert response.status == 404
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# What the process may grow beyond the configured total: the bodies of the exchange in
+# flight (its kept copy, the view built from it), the allocator's free lists and heap
+# (glibc keeps what a process frees), and the ring's per-exchange records. Measured at
+# about 20 MiB on top of the bound, with or without the inspector's bounds in play
+# (capture's transient copies grow a process alike).
+OVERHEAD_MIB = 24
+
+
+async def test_memory_stays_within_the_total_bound_however_many_bodies_pass(
+    fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    total = 8 * 1024 * 1024
+    proxy = await start_proxy_process(
+        "--upstream",
+        fake.url,
+        "--inspector",
+        env={"CODEX_PATH_PROXY_INSPECTOR_TOTAL_LIMIT": str(total)},
+    )
+    try:
+        url = f"{proxy.address}/backend-api/files"
+
+        async def send(count: int) -> None:
+            for _ in range(count):
+                # Incompressible, a little over body_limit (1 MiB): each keeps a full copy.
+                body = json.dumps({"pad": os.urandom(600 * 1024).hex()}).encode()
+                async with client.post(url, data=io.BytesIO(body)) as response:
+                    assert response.status == 200
+                    await response.read()
+                await proxy.wait_for("request")
+
+        await send(4)
+        before = rss_kib(proxy.process.pid)
+        grown = []
+        for _ in range(10):  # 100 exchanges, twelve times the total bound
+            await send(10)
+            grown.append(rss_kib(proxy.process.pid) - before)
+        held = json.loads(await (await client.get(f"{proxy.address}/_proxy/exchanges/104")).read())
+        assert held["request"]["truncated"] is True
+        assert held["bounds"]["held"] <= total
+        oldest = await (await client.get(f"{proxy.address}/_proxy/exchanges/1")).json()
+        assert oldest["dropped"] is True
+        assert max(grown) <= (total >> 10) + OVERHEAD_MIB * 1024, f"grew by {grown} KiB"
+    finally:
+        proxy.stop()
+        await proxy.process.wait()

@@ -82,7 +82,13 @@ def fold(value: Any, *, limit: int, secrets: Sequence[str] = ()) -> Any:
     return value
 
 
-def parse_json(data: bytes) -> tuple[bool, Any]:
+def dumps(value: Any) -> bytes:
+    """JSON to keep: orjson's own result holds on to its working buffer (4 KiB at least,
+    a mebibyte for a long string), so what is kept is copied to its exact size."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
+def parse_json(data: bytes | bytearray) -> tuple[bool, Any]:
     try:
         return True, orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -228,21 +234,23 @@ def body_view(
     view: dict[str, Any] = {"size": body.size, "kept": len(body.data)}
     if body.truncated:
         view["truncated"] = True
-    data, problem = decode(body, encoding)
-    if encoding and encoding.strip().lower() != "identity":
+    data: bytes | bytearray = body.data
+    if (encoding or "identity").strip().lower() != "identity":
+        data, problem = decode(body, encoding)
         view["encoding"] = encoding
         view["decoded"] = len(data)
-    if problem:
-        view["note"] = problem
+        if problem:
+            view["note"] = problem
     kind = (content_type or "").split(";")[0].strip().lower()
-    parsed, tree = parse_json(data)
+    # A body cut at the limit is no whole JSON document: not parsed (nor copied) in vain.
+    parsed, tree = parse_json(data) if not body.truncated else (False, None)
     if parsed:
         if request:
             view["summary"] = fold(request_summary(tree), limit=EVENT_STRING, secrets=secrets)
             tree = first_fields(tree)
         view["json"] = fold(tree, limit=REQUEST_STRING, secrets=secrets)
         return view
-    text = data.decode("utf-8", "replace")
+    text = bytes(data[: TEXT_LIMIT * 4]).decode("utf-8", "replace")[:TEXT_LIMIT]
     opening = text.lstrip()[:15].lower()
     if kind == "text/html" or (not kind and opening.startswith(("<!doctype html", "<html"))):
         page = html_text(text)
@@ -251,7 +259,7 @@ def body_view(
     if "\ufffd" in text[:1024] and kind not in ("", "text/plain"):
         view["note"] = "; ".join(filter(None, (view.get("note"), f"binary ({kind or 'no type'})")))
         return view
-    view["text"] = _fold_blobs(_shown(text[:TEXT_LIMIT], secrets))
+    view["text"] = _fold_blobs(_shown(text, secrets))
     return view
 
 

@@ -20,7 +20,7 @@ import orjson
 from proxy import redact
 from proxy.exchange import Body, Exchange, Watcher
 from proxy.inspector.answer import Answer, Image
-from proxy.inspector.content import EVENT_STRING, REQUEST_STRING, body_view, fold
+from proxy.inspector.content import EVENT_STRING, REQUEST_STRING, body_view, dumps, fold
 
 _KINDS = {0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
 # A record of an event or message not kept (past the budget) costs about this much.
@@ -117,7 +117,7 @@ class Kept(Watcher):
     def _fold(self, value: Any, limit: int) -> bytes | None:
         folded = None
         if value is not None:
-            folded = orjson.dumps(fold(value, limit=limit, secrets=self.secrets))
+            folded = dumps(fold(value, limit=limit, secrets=self.secrets))
         self.used += RECORD_COST + (len(folded) if folded is not None else 0)
         return folded
 
@@ -150,8 +150,8 @@ class Kept(Watcher):
         self._types = _types(exchange)
         bodies = exchange.bodies
         if bodies is not None:
-            self.request = _compact(bodies.request)
-            self.response = None if exchange.sse is not None else _compact(bodies.response)
+            self.request = bodies.request
+            self.response = None if exchange.sse is not None else bodies.response
 
     @property
     def weight(self) -> int:
@@ -216,11 +216,6 @@ class Kept(Watcher):
                 for m in self.messages
             ]
         return view
-
-
-def _compact(body: Body) -> Body:
-    """A copy without the room a growing buffer keeps spare."""
-    return Body(body.limit, bytearray(body.data), body.size)
 
 
 def _types(exchange: Exchange) -> dict[str, tuple[str | None, str | None]]:

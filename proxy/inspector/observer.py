@@ -26,6 +26,7 @@ from aiohttp import web
 
 from proxy.exchange import Exchange, Observer
 from proxy.inspector import record as records
+from proxy.inspector.content import dumps
 from proxy.inspector.curl import command
 from proxy.inspector.feed import QUEUE_SIZE, Feed
 from proxy.inspector.kept import Kept
@@ -215,7 +216,7 @@ class Inspector(Observer):
         if kept is None:
             return
         kept.finish(exchange)
-        entry.detail = orjson.dumps(kept.view(None, partial(image_url, entry.seq)))
+        entry.detail = dumps(kept.view(None, partial(image_url, entry.seq)))
         entry.request = (
             exchange.method,
             exchange.target,
@@ -237,7 +238,7 @@ class Inspector(Observer):
         entry.weight = 0
         if entry.kept is not None:
             entry.kept.drop()
-            entry.detail = orjson.dumps(entry.kept.view(None, partial(image_url, entry.seq)))
+            entry.detail = dumps(entry.kept.view(None, partial(image_url, entry.seq)))
 
     def content(self, seq: int, origin: str) -> bytes | None:
         """One exchange's content as the page shows it (JSON), or None if it left the ring."""
