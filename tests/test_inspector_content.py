@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import zlib
@@ -402,6 +403,45 @@ async def test_the_answer_grows_while_the_stream_runs(
             assert content["curl"] is not None
         stream.complete()
         await response.read()
+
+
+async def test_events_that_echo_the_credentials_are_shown_masked(
+    start_proxy: StartProxy, fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    """A short event is kept as it came and folded when first shown, a long one (past
+    16 KiB) as it passes: both reach the page masked, while the stream runs and after."""
+    inspected = await start_proxy(inspector={"enabled": True})
+    stream = GatedStream(fake).install()
+    echo = f"you sent Bearer {TOKEN} for {ACCOUNT}"
+    async with client.post(
+        inspected.make_url(LEGACY), headers=CLIENT_HEADERS, json=REQUEST
+    ) as response:
+        stream.push("response.output_text.delta", item_id="m", output_index=0, delta=echo)
+        stream.push("response.output_text.delta", item_id="m", output_index=0, delta=echo * 400)
+        await response.content.readuntil(b"\n\n")
+        await response.content.readuntil(b"\n\n")
+        shown = []
+        for position in (0, 1):
+            async with client.get(
+                inspected.make_url(f"/_proxy/exchanges/1/events/{position}")
+            ) as event:
+                shown.append(await event.read())
+        stream.complete()
+        await response.read()
+    await recorder(inspected).wait_ended()
+    for position in (0, 1):
+        async with client.get(
+            inspected.make_url(f"/_proxy/exchanges/1/events/{position}")
+        ) as event:
+            assert await event.read() == shown[position]
+    short, long = (json.loads(raw) for raw in shown)
+    assert short["delta"].startswith("you sent Bearer [redacted #")
+    assert long["delta"].startswith("you sent Bearer [redacted #")
+    assert re.search(r"… \[[\d,]+ characters\]$", long["delta"])  # cut to be shown
+    secret_free(*shown)
+    content = await content_of(client, inspected)
+    assert content["answer"]["items"][0]["text"].startswith("you sent Bearer [redacted #")
+    secret_free(json.dumps(content))
 
 
 async def test_an_image_larger_than_the_body_limit_still_comes_through_whole(

@@ -1,10 +1,15 @@
 """What the inspector keeps of one exchange's content, and how the page is shown it.
 
 While the exchange runs, a `Kept` is its watcher: each event and WebSocket message is
-read as it passes (parsed once, fed to the answer, folded and kept while the exchange's
+read as it passes (parsed once, fed to the answer, kept while the exchange's
 `body_limit` allows). When it ends, its kept bodies are taken over (a stream's own body
 is not: its events say it better). All of it counts towards the inspector's
 `total_limit`; the oldest exchanges give theirs up first (`drop`).
+
+Forwarding waits for none of the showing: an event is kept as it came and folded
+(redacted, blobs summarised, long strings cut) only when a page first asks for it, and
+a stream of small events costs the answer's reading and a copy each. Only an event too
+long to keep as it is (an image) is folded at once, into its summary.
 """
 
 from __future__ import annotations
@@ -25,16 +30,21 @@ from proxy.inspector.content import EVENT_STRING, REQUEST_STRING, body_view, dum
 _KINDS = {0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
 # A record of an event or message not kept (past the budget) costs about this much.
 RECORD_COST = 120
+# An event up to this long is kept as it came, folded when first shown; a longer one is
+# folded as it passes (its blobs summarised, so that it fits the budget).
+FOLD_LATER = 16 * 1024
 # The permessage-deflate tail each message's compressed payload lost (RFC 7692).
 _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 
 @dataclass(slots=True)
 class Event:
-    kind: str
-    at_ms: float
-    size: int
-    json: bytes | None  # folded and redacted, or None when not kept
+    """One event's data (its time and size are in the exchange's timeline)."""
+
+    # The data as it came (`folded` False: never shown so), or folded and redacted JSON,
+    # or None when too long to read.
+    data: bytes | None
+    folded: bool
 
 
 @dataclass(slots=True)
@@ -53,17 +63,32 @@ class Kept(Watcher):
         self.keep = event_limit
         self.budget = body_limit
         self.started = exchange.started
-        self.secrets = redact.secret_values(exchange.request_headers)
+        # Whose headers' secrets to mask, read when first needed (`secrets`): the exchange's
+        # while it runs, its request's and response's once it ended.
+        self._exchange: Exchange | None = exchange
+        self._headers: list[list[tuple[str, str]]] = []
+        self._secrets: list[str] | None = None
         self.answer = Answer()
         self.events: list[Event] = []
         self.messages: list[Message] = []
-        self.used = 0  # bytes of folded events and messages
+        self.used = 0  # bytes of kept events and messages
         self.request: Body | None = None
         self.response: Body | None = None
         self.dropped = False
         self._inflaters: dict[str, Any] = {}
         # Each body's Content-Encoding and Content-Type, once the exchange is gone.
         self._types: dict[str, tuple[str | None, str | None]] = {}
+
+    @property
+    def secrets(self) -> list[str]:
+        """The credentials the exchange's headers carry, longest first, to mask anywhere."""
+        if self._secrets is None:
+            headers = self._headers
+            if self._exchange is not None:
+                headers = [self._exchange.request_headers]
+            found = {value for pairs in headers for value in redact.secret_values(pairs)}
+            self._secrets = sorted(found, key=len, reverse=True)
+        return self._secrets
 
     # As it passes.
 
@@ -73,11 +98,12 @@ class Kept(Watcher):
             self._read(parsed)
         if self.used >= self.budget:
             return  # counted by the tap, not kept
-        value = parsed
-        if value is None and data is not None:
-            value = data[:REQUEST_STRING].decode("utf-8", "replace")
-        folded = self._fold(value, EVENT_STRING)
-        self.events.append(Event(redact.redact_text(kind), self._at(), size, folded))
+        if data is not None and len(data) <= FOLD_LATER:
+            self.used += RECORD_COST + len(data)
+            self.events.append(Event(data, folded=False))
+            return
+        folded = self._fold(_shown_value(parsed, data), EVENT_STRING)
+        self.events.append(Event(folded, folded=True))
 
     def message(
         self, side: str, opcode: int, payload: bytes | None, size: int, compressed: bool
@@ -95,8 +121,7 @@ class Kept(Watcher):
             value = _parse(payload)
             if isinstance(value, dict) and side == "upstream":
                 self._read(value)
-            elif value is None:
-                value = payload[:REQUEST_STRING].decode("utf-8", "replace")
+            value = _shown_value(value, payload)
         elif payload is not None and opcode == 0x8 and len(payload) >= 2:
             code = int.from_bytes(payload[:2], "big")
             value = {"code": code, "reason": payload[2:].decode("utf-8", "replace")}
@@ -144,9 +169,9 @@ class Kept(Watcher):
 
     def finish(self, exchange: Exchange) -> None:
         """Take over the exchange's kept bodies; a stream's body is its events."""
-        self.secrets = sorted(
-            {*self.secrets, *redact.secret_values(exchange.response_headers)}, key=len, reverse=True
-        )
+        self._exchange = None
+        self._headers = [exchange.request_headers, exchange.response_headers]
+        self._secrets = None
         self._types = _types(exchange)
         bodies = exchange.bodies
         if bodies is not None:
@@ -172,9 +197,15 @@ class Kept(Watcher):
         return self.answer.image(key)
 
     def event_json(self, position: int) -> bytes | None:
-        if 0 <= position < len(self.events):
-            return self.events[position].json
-        return None
+        """An event's JSON as shown (folded now if it was never shown before)."""
+        if not 0 <= position < len(self.events):
+            return None
+        event = self.events[position]
+        if not event.folded:
+            value = _shown_value(_parse(event.data), event.data)
+            event.data = dumps(fold(value, limit=EVENT_STRING, secrets=self.secrets))
+            event.folded = True
+        return event.data
 
     def view(self, exchange: Exchange | None, image_url: Callable[[str], str]) -> dict[str, Any]:
         """The contents as the page shows them; `exchange` while it still runs."""
@@ -229,6 +260,13 @@ def _types(exchange: Exchange) -> dict[str, tuple[str | None, str | None]]:
             exchange.response_header("Content-Type"),
         ),
     }
+
+
+def _shown_value(parsed: Any, data: bytes | None) -> Any:
+    """What is shown of a payload: its JSON, or the start of its text if it is not JSON."""
+    if parsed is None and data is not None:
+        return data[:REQUEST_STRING].decode("utf-8", "replace")
+    return parsed
 
 
 def _parse(data: bytes | None) -> Any:

@@ -6,8 +6,9 @@ its final state always when it ends. Nothing is built while no page is open, exc
 the final record of each exchange that ends (the ring holds it, serialised once).
 
 Each exchange's content (bodies, events, messages, the answer, images) is kept by its
-`Kept` watcher; once it ends, its view is built once and kept serialised too. All of it
-together stays within `total_limit`: past it, the oldest exchanges' contents go first.
+`Kept` watcher; once it ends, its view is built when a page first asks for it (or
+searches) and kept serialised. All of it together stays within `total_limit`: past it,
+the oldest exchanges' contents go first.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class Entry:
     har_path: Path | None = None
     final: str | None = None
     kept: Kept | None = None
-    # Once it ended: its content's view, serialised, and the request's method, target and
-    # headers (for the curl command).
+    # Once it ended: its content's view, serialised (once asked for), and the request's
+    # method, target and headers (for the curl command).
     detail: bytes | None = None
     request: tuple[str, str, list[tuple[str, str]], str | None] | None = None
     weight: int = 0
@@ -211,34 +212,48 @@ class Inspector(Observer):
     # Contents.
 
     def _keep(self, entry: Entry, exchange: Exchange) -> None:
-        """Build the ended exchange's view once, then keep the total within its limit."""
+        """Take over the ended exchange's content, then keep the total within its limit."""
         kept = entry.kept
         if kept is None:
             return
         kept.finish(exchange)
-        entry.detail = dumps(kept.view(None, partial(image_url, entry.seq)))
         entry.request = (
             exchange.method,
             exchange.target,
             exchange.request_headers,
             exchange.request_header("Content-Encoding"),
         )
-        # The view holds the bodies as shown; the request's bytes stay for the curl command.
-        kept.response = None
-        entry.weight = len(entry.detail) + kept.weight
-        self.held += entry.weight
+        self._weigh(entry, kept.weight)
+
+    def _detail(self, entry: Entry, kept: Kept) -> bytes:
+        """An ended exchange's view, built the first time it is asked for."""
+        if entry.detail is None:
+            entry.detail = dumps(kept.view(None, partial(image_url, entry.seq)))
+            if not kept.dropped:
+                # The view holds the response as shown; the request's bytes stay for the
+                # curl command.
+                kept.response = None
+                self._weigh(entry, len(entry.detail) + kept.weight)
+        return entry.detail
+
+    def _weigh(self, entry: Entry, weight: int) -> None:
+        """Count what `entry` holds now; past the total, the oldest others give theirs up."""
+        self.held += weight - entry.weight
+        entry.weight = weight
+        if self.held <= self.total_limit:
+            return
         for old in self.ring:
             if self.held <= self.total_limit:
                 break
-            if old.exchange is None and old.weight:
+            if old.exchange is None and old.weight and old is not entry:
                 self._drop(old)
 
     def _drop(self, entry: Entry) -> None:
         self.held -= entry.weight
         entry.weight = 0
+        entry.detail = None  # built again, without the contents, when asked for
         if entry.kept is not None:
             entry.kept.drop()
-            entry.detail = dumps(entry.kept.view(None, partial(image_url, entry.seq)))
 
     def content(self, seq: int, origin: str) -> bytes | None:
         """One exchange's content as the page shows it (JSON), or None if it left the ring."""
@@ -258,9 +273,8 @@ class Inspector(Observer):
             body = exchange.bodies.request if exchange.bodies is not None else None
             detail = orjson.dumps(view)
         else:
-            assert entry.detail is not None
             assert entry.request is not None
-            detail, request, body = entry.detail, entry.request, kept.request
+            detail, request, body = self._detail(entry, kept), entry.request, kept.request
         method, target, headers, encoding = request
         curl = None
         if not kept.dropped:
@@ -303,11 +317,15 @@ class Inspector(Observer):
         """The exchanges whose kept content holds `text`, any case."""
         needle = text.lower().encode()
         found = []
-        for entry in self.ring:
-            detail, kept = entry.detail, entry.kept
-            if entry.exchange is not None and kept is not None:
+        for entry in list(self.ring):
+            kept = entry.kept
+            if kept is None:
+                continue
+            if entry.exchange is not None:
                 detail = orjson.dumps(kept.view(entry.exchange, partial(image_url, entry.seq)))
-            if detail is not None and needle in detail.lower():
+            else:
+                detail = self._detail(entry, kept)
+            if needle in detail.lower():
                 found.append(entry.seq)
         return found
 

@@ -46,7 +46,10 @@ class Outcome:
 async def run_scenario(scenario: Scenario, outcome: Outcome) -> None:
     began = time.monotonic()
     try:
-        async with asyncio.timeout(SCENARIO_TIMEOUT), Rig(FakeChatGPT()) as rig:
+        async with (
+            asyncio.timeout(SCENARIO_TIMEOUT),
+            Rig(FakeChatGPT(), scenario.proxy_args) as rig,
+        ):
             outcome.rig = rig
             outcome.steps = rig.steps
             await scenario.steps(rig)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from tests.e2e.clients import Command
 from tests.e2e.fake_chatgpt import FakeChatGPT, Received
 from tests.e2e.http1 import Message
@@ -58,8 +60,9 @@ def proxy_summary(line: dict[str, Any]) -> str:
 
 
 class Rig:
-    def __init__(self, fake: FakeChatGPT) -> None:
+    def __init__(self, fake: FakeChatGPT, proxy_args: tuple[str, ...] = ()) -> None:
         self.fake = fake
+        self.proxy_args = proxy_args
         self.relay: Relay | None = None
         self.proxy: ProxyProcess | None = None
         self.proxy_exit: int | None = None
@@ -80,7 +83,10 @@ class Rig:
         await self.fake.start()
         # A short shutdown grace: the clients are gone by the time the rig stops.
         self.proxy = await start_proxy_process(
-            "--upstream", self.fake.origin, env={"CODEX_PATH_PROXY_SHUTDOWN_GRACE": "2"}
+            "--upstream",
+            self.fake.origin,
+            *self.proxy_args,
+            env={"CODEX_PATH_PROXY_SHUTDOWN_GRACE": "2"},
         )
         self._drain = asyncio.create_task(self._read_log(self.proxy))
         self.relay = Relay(self.proxy.port)
@@ -142,6 +148,26 @@ class Rig:
         )
         self.steps[name] = step
         return step
+
+    async def inspected(self) -> dict[str, bytes]:
+        """What the inspector (`--inspector`) serves of each exchange still in its ring, as
+        the page fetches it: `inspector N` is exchange N's content, `inspector N image K`
+        each image its answer holds. Asked of the proxy directly, not through the relay."""
+        assert self.proxy is not None
+        origin = f"http://127.0.0.1:{self.proxy.port}"
+        found: dict[str, bytes] = {}
+        async with aiohttp.ClientSession() as session:
+            for seq in range(1, 100):
+                async with session.get(f"{origin}/_proxy/exchanges/{seq}") as response:
+                    if response.status == 404:
+                        break
+                    raw = await response.read()
+                found[f"inspector {seq}"] = raw
+                for item in json.loads(raw).get("answer", {}).get("items", []):
+                    if "url" in item.get("image", {}):
+                        async with session.get(origin + item["image"]["url"]) as response:
+                            found[f"inspector {seq} image {item['id']}"] = await response.read()
+        return found
 
     def report(self) -> str:
         steps = "\n".join(step.report() for step in self.steps.values())

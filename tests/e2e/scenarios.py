@@ -24,6 +24,7 @@ class Scenario:
     lane: str
     needs: tuple[Install, ...]
     steps: Callable[[Rig], Awaitable[None]]
+    proxy_args: tuple[str, ...] = ()  # beyond --upstream
 
 
 @contextlib.contextmanager
@@ -33,10 +34,13 @@ def temporary_home(name: str) -> Iterator[Path]:
 
 
 async def openclaw_old_image(rig: Rig) -> None:
+    """The proxy runs with `--inspector`: after the image arrives, the step also holds what
+    the inspector shows of each exchange (`inspector N` files) and the image it serves."""
     for name, base_url in (("control", rig.direct), ("proxy", rig.via_proxy)):
         with temporary_home("openclaw-image") as home:
             openclaw.set_up(openclaw.OLD, home, base_url)
-            await rig.step(name, openclaw.image(openclaw.OLD, home))
+            step = await rig.step(name, openclaw.image(openclaw.OLD, home))
+    step.run.files.update(await rig.inspected())
 
 
 async def openclaw_old_chat(rig: Rig) -> None:
@@ -110,7 +114,11 @@ SCENARIOS = {
     s.name: s
     for s in (
         Scenario(
-            "openclaw_old_image", "openclaw-old", (openclaw.OLD.install, NODE22), openclaw_old_image
+            "openclaw_old_image",
+            "openclaw-old",
+            (openclaw.OLD.install, NODE22),
+            openclaw_old_image,
+            ("--inspector",),
         ),
         Scenario(
             "openclaw_old_chat", "openclaw-old", (openclaw.OLD.install, NODE22), openclaw_old_chat

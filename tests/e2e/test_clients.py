@@ -71,6 +71,41 @@ def test_openclaw_2026_4_23_image_through_the_proxy(outcome: Outcome) -> None:
     assert unfaithful(outcome, step) == []
 
 
+@pytest.mark.scenario("openclaw_old_image")
+def test_the_inspector_shows_openclaw_2026_4_23_image_request_and_the_image(
+    outcome: Outcome,
+) -> None:
+    """Issue 16's user: with `--inspector`, the exchange OpenClaw's image generation made
+    shows the model and tools it asked for, the image that came back (served whole) and
+    how the stream ended, and nothing the inspector serves holds the credentials."""
+    step = outcome.step("proxy")
+    (sent,) = [m for m in step.sent if "/responses" in m.target]
+    asked = json.loads(sent.body)
+    shown = {name: data for name, data in step.run.files.items() if name.startswith("inspector")}
+    token = (sent.header("Authorization") or "").removeprefix("Bearer ")
+    assert len(token) > 100
+    for data in shown.values():
+        assert token.encode() not in data
+        assert ACCOUNT_ID.encode() not in data
+
+    content = json.loads(shown["inspector 1"])
+    summary = content["request"]["summary"]
+    assert summary["model"] == asked["model"]
+    assert [tool.split(":")[0] for tool in summary["tools"]] == [t["type"] for t in asked["tools"]]
+    assert "image_generation" in summary["tools"]
+    answer = content["answer"]
+    assert answer["status"] == "completed"
+    (item,) = [item for item in answer["items"] if item["type"] == "image_generation_call"]
+    png = served_png(outcome)
+    assert (item["image"]["size"], item["image"]["sha256"]) == (
+        len(png),
+        hashlib.sha256(png).hexdigest(),
+    )
+    assert sorted(shown) == ["inspector 1", f"inspector 1 image {item['id']}"]
+    assert shown[f"inspector 1 image {item['id']}"] == png
+    assert step.proxy_lines[0]["stream_end"] == "response.completed"
+
+
 @pytest.mark.scenario("openclaw_old_doctor")
 def test_doctor_fix_makes_openclaw_2026_4_23_image_generation_work_through_the_proxy(
     outcome: Outcome,
