@@ -283,6 +283,14 @@ def test_the_answer_survives_events_of_any_shape() -> None:
     assert view["error"] == {"type": "error", "error": "text"}
 
 
+def test_deltas_that_name_no_item_join_into_one() -> None:
+    answer = Answer()
+    for part in ("one ", "two"):
+        answer.read({"type": "response.output_text.delta", "delta": part})
+    (item,) = answer.view([], lambda key: key)["items"]
+    assert item["text"] == "one two"
+
+
 def test_curl_placeholders_and_quoting() -> None:
     assert placeholder("Authorization") == "TOKEN"
     assert placeholder("ChatGPT-Account-Id") == "ACCOUNT_ID"

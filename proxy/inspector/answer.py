@@ -142,6 +142,8 @@ class Answer:
         if isinstance(index, int) and index in self._by_index:
             return self.items[self._by_index[index]]
         key = item_id or f"#{index}"
+        if key in self.items:
+            return self.items[key]  # an event that names neither (not the API's own)
         found = self.items[key] = Item(key)
         if isinstance(index, int):
             self._by_index[index] = key
