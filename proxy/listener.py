@@ -64,6 +64,8 @@ class Listener:
             settings.capture.body_limit if capture else 0,
             inspector.body_limit if inspector.enabled else 0,
         )
+        # Capture writes an event stream's bytes; the inspector shows a stream by its events.
+        self.record_streams = bool(capture)
         self.connections: set[ClientConnection] = set()
         self.watchdog = Watchdog(self.loop, self.idle_timeout)
         self.tunnels = tunnels

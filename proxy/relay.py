@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from proxy.diagnose import diagnose
-from proxy.exchange import Bodies, Exchange, WebSocketStats
+from proxy.exchange import Bodies, Body, Exchange, WebSocketStats
 from proxy.failures import Failure, error_response
 from proxy.forward import Head, refusal, request_id, upstream_head
 from proxy.headers import HOP_BY_HOP, RawPairs, first_invalid_utf8
@@ -458,6 +458,8 @@ class Relay:
         exchange.respond(status, reason.decode("latin-1"), headers)
         if self._sse:
             exchange.sse = (self.tap or self._new_tap()).summary
+            if exchange.bodies is not None and not self.client.listener.record_streams:
+                exchange.bodies.response = Body(0)  # counted, not kept
         if status == 101:
             return  # the tunnel writes the 101 itself, once it is sure of it
         drop = HOP_BY_HOP

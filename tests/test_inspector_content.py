@@ -19,6 +19,7 @@ import re
 import shutil
 import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -450,6 +451,45 @@ async def test_events_that_echo_the_credentials_are_shown_masked(
     content = await content_of(client, inspected)
     assert content["answer"]["items"][0]["text"].startswith("you sent Bearer [redacted #")
     secret_free(json.dumps(content))
+
+
+@pytest.mark.parametrize("capture", [False, True])
+async def test_a_stream_s_bytes_are_kept_only_for_capture(
+    start_proxy: StartProxy,
+    fake: FakeUpstream,
+    client: aiohttp.ClientSession,
+    tmp_path: Path,
+    capture: bool,
+) -> None:
+    """The inspector shows a stream by its events: its bytes are counted, not kept a second
+    time while it runs (capture writes them, so with capture on they are)."""
+    sections: dict[str, dict[str, Any]] = {"inspector": {"enabled": True}}
+    if capture:
+        sections["capture"] = {"dir": tmp_path}
+    inspected = await start_proxy(**sections)
+    answer_sse(fake, answer_stream(png(8, 8), ["kept ", "or not"]))
+    async with client.post(
+        inspected.make_url(LEGACY), headers=CLIENT_HEADERS, json=REQUEST
+    ) as response:
+        sent = await response.read()
+
+    async def plain_json(request: web.Request) -> web.Response:
+        await fake.record(request)
+        return web.json_response({"id": "resp_2", "output": []})
+
+    fake.handler = plain_json
+    async with client.post(
+        inspected.make_url(LEGACY), headers=CLIENT_HEADERS, json=REQUEST
+    ) as response:
+        plain = await response.read()
+    stream, other = await recorder(inspected).wait_ended(2)
+    assert stream.bodies is not None
+    assert other.bodies is not None
+    assert stream.bodies.response.size == len(sent)
+    assert stream.bodies.response.kept == (len(sent) if capture else 0)
+    assert other.bodies.response.kept == len(plain) > 0  # not a stream: its body is shown
+    items = (await content_of(client, inspected))["answer"]["items"]
+    assert [item["text"] for item in items if item["type"] == "message"] == ["kept or not"]
 
 
 async def test_an_image_larger_than_the_body_limit_still_comes_through_whole(
