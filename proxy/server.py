@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import structlog
@@ -59,6 +60,10 @@ async def serve(settings: Settings) -> None:
                 "port; anyone who can reach it can use the tokens sent through it",
                 host=settings.listen.host,
             )
+        # What start-up made (modules, classes, settings) lives as long as the process: the
+        # collector need not walk it again at each full collection (tens of milliseconds
+        # during which no byte moves).
+        gc.freeze()
         stop = asyncio.Event()
         stop_now = asyncio.Event()
 

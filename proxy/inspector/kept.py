@@ -38,16 +38,6 @@ _DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 
 @dataclass(slots=True)
-class Event:
-    """One event's data (its time and size are in the exchange's timeline)."""
-
-    # The data as it came (`folded` False: never shown so), or folded and redacted JSON,
-    # or None when too long to read.
-    data: bytes | None
-    folded: bool
-
-
-@dataclass(slots=True)
 class Message:
     side: str
     at_ms: float
@@ -69,7 +59,11 @@ class Kept(Watcher):
         self._headers: list[list[tuple[str, str]]] = []
         self._secrets: list[str] | None = None
         self.answer = Answer()
-        self.events: list[Event] = []
+        # Each event's data as it came, or folded and redacted JSON where its position is
+        # in `_folded`, or None when too long to read. Plain bytes in a list: a stream's
+        # hundreds of events add nothing for the garbage collector to walk.
+        self.events: list[bytes | None] = []
+        self._folded: set[int] = set()
         self.messages: list[Message] = []
         self.used = 0  # bytes of kept events and messages
         self.request: Body | None = None
@@ -100,10 +94,11 @@ class Kept(Watcher):
             return  # counted by the tap, not kept
         if data is not None and len(data) <= FOLD_LATER:
             self.used += RECORD_COST + len(data)
-            self.events.append(Event(data, folded=False))
+            self.events.append(data)
             return
         folded = self._fold(_shown_value(parsed, data), EVENT_STRING)
-        self.events.append(Event(folded, folded=True))
+        self._folded.add(len(self.events))
+        self.events.append(folded)
 
     def message(
         self, side: str, opcode: int, payload: bytes | None, size: int, compressed: bool
@@ -189,6 +184,7 @@ class Kept(Watcher):
         self.dropped = True
         self.request = self.response = None
         self.events = []
+        self._folded = set()
         self.messages = []
         self.used = 0
         self.answer.drop_images()
@@ -200,12 +196,14 @@ class Kept(Watcher):
         """An event's JSON as shown (folded now if it was never shown before)."""
         if not 0 <= position < len(self.events):
             return None
-        event = self.events[position]
-        if not event.folded:
-            value = _shown_value(_parse(event.data), event.data)
-            event.data = dumps(fold(value, limit=EVENT_STRING, secrets=self.secrets))
-            event.folded = True
-        return event.data
+        data = self.events[position]
+        if position not in self._folded:
+            value = _shown_value(_parse(data), data)
+            data = self.events[position] = dumps(
+                fold(value, limit=EVENT_STRING, secrets=self.secrets)
+            )
+            self._folded.add(position)
+        return data
 
     def view(self, exchange: Exchange | None, image_url: Callable[[str], str]) -> dict[str, Any]:
         """The contents as the page shows them; `exchange` while it still runs."""
