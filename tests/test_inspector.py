@@ -25,6 +25,7 @@ from proxy import redact
 from proxy.exchange import Exchange, Observers
 from proxy.inspector import Inspector
 from proxy.inspector.feed import Feed
+from proxy.inspector.observer import sse_json
 from proxy.inspector.record import Timeline, har_name, record, scrub, servable
 from proxy.inspector.ring import Ring
 from proxy.inspector.routes import loopback_host, trusted_host
@@ -727,3 +728,17 @@ async def test_capture_files_are_linked_and_served_only_from_the_ring(
 def test_har_name_matches_the_capture_files_name() -> None:
     exchange = Exchange(request_id="x" * 40, method="GET", target="/", started_at=0.5)
     assert har_name(exchange) == "19700101T000000.500000-" + "x" * 32 + ".har"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"error_message": "line one\r\nline two \u2028 é 漢", "seq": 1},
+        {"usage": {"input_tokens": 2**70}, "seq": 2},  # past orjson's 64 bits
+    ],
+)
+def test_a_record_is_one_line_of_json(record: dict[str, object]) -> None:
+    data = sse_json(record)
+    assert "\n" not in data
+    assert "\r" not in data
+    assert json.loads(data) == record

@@ -131,7 +131,7 @@ class Inspector(Observer):
         if exchange.bodies is not None and self.capture_dir is not None:
             entry.har = records.har_name(exchange)
             entry.har_path = self.capture_dir / entry.har
-        entry.final = _json(self._record(entry, exchange, since=0, live=False))
+        entry.final = sse_json(self._record(entry, exchange, since=0, live=False))
         self._keep(entry, exchange)
         # The final record holds all of it now: nothing of the exchange is kept twice.
         entry.exchange = None
@@ -147,7 +147,7 @@ class Inspector(Observer):
         for entry in self.ring:
             if entry.final is None:
                 assert entry.exchange is not None  # an entry runs until its final record
-                parts.append(_json(self._record(entry, entry.exchange, since=0, live=True)))
+                parts.append(sse_json(self._record(entry, entry.exchange, since=0, live=True)))
             else:
                 parts.append(entry.final)
         return f'{{"ring_size":{self.ring.size},"exchanges":[{",".join(parts)}]}}'
@@ -184,7 +184,7 @@ class Inspector(Observer):
         entry.published_at = asyncio.get_running_loop().time()
         data = self._record(entry, exchange, since=entry.published, live=True)
         entry.published = entry.timeline.total
-        self.feed.publish(f"event: exchange\ndata: {_json(data)}\n\n")
+        self.feed.publish(f"event: exchange\ndata: {sse_json(data)}\n\n")
 
     def _record(
         self, entry: Entry, exchange: Exchange, *, since: int, live: bool
@@ -334,6 +334,11 @@ def image_url(seq: int, key: str) -> str:
     return f"{CONTROL_PREFIX}exchanges/{seq}/images/{quote(key, safe='')}"
 
 
-def _json(data: dict[str, Any]) -> str:
-    # ASCII-only and on one line: safe inside an SSE data field.
-    return json.dumps(data, separators=(",", ":"))
+def sse_json(data: dict[str, Any]) -> str:
+    """On one line (control characters in strings are escaped): safe inside an SSE data
+    field. orjson is ten times faster at this than json; an integer past 64 bits in an
+    upstream's `usage` is the one value it refuses."""
+    try:
+        return orjson.dumps(data).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(data, separators=(",", ":"))

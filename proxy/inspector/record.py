@@ -68,7 +68,9 @@ def record(
     har_path: str | None,
 ) -> dict[str, Any]:
     """One exchange as the page receives it; `since` limits the timeline to newer events."""
-    data: dict[str, Any] = scrub(fields(exchange))
+    # The names are the log line's own; its values are checked (and nested names, as in
+    # the upstream's `usage`).
+    data: dict[str, Any] = {name: scrub(value) for name, value in fields(exchange).items()}
     start, events = timeline.since(since)
     # A stream repeats a few event types: each is checked once.
     kinds = {kind: redact.redact_text(kind) for kind in {kind for kind, _ in events}}
