@@ -147,6 +147,7 @@ async def test_the_request_the_live_answer_the_image_and_the_end_of_an_image_str
     await expect(detail.locator(".timeline li").last).to_have_text(re.compile("response.completed"))
     response = await sending
     await response.read()
+    await expect(page.locator("#count")).to_have_text("1 exchange")
     await page.screenshot(path=tmp_path / "inspector.png", full_page=False)
     if os.environ.get("INSPECTOR_SCREENSHOT"):
         shutil.copy(tmp_path / "inspector.png", os.environ["INSPECTOR_SCREENSHOT"])

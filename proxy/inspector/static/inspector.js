@@ -216,7 +216,8 @@
 
   function summary() {
     const shown = [...state.rows.values()].filter((row) => !row.hidden).length;
-    ui.count.textContent = `${state.records.size} exchanges${shown === state.records.size ? "" : `, ${shown} shown`}`;
+    const total = state.records.size;
+    ui.count.textContent = `${total} exchange${total === 1 ? "" : "s"}${shown === total ? "" : `, ${shown} shown`}`;
     ui.empty.hidden = state.records.size > 0;
   }
 
