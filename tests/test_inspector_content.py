@@ -27,10 +27,11 @@ import pytest
 import zstandard
 from aiohttp import WSMsgType, web
 
-from proxy.exchange import Body
+from proxy.exchange import Body, Exchange
 from proxy.inspector.answer import Answer
 from proxy.inspector.content import blob, fold, html_text, picture
 from proxy.inspector.curl import command, placeholder
+from proxy.inspector.kept import Kept
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import RunningProxy, StartProxy, recorder
 from tests.proc import start_proxy_process
@@ -290,6 +291,155 @@ def test_deltas_that_name_no_item_join_into_one() -> None:
         answer.read({"type": "response.output_text.delta", "delta": part})
     (item,) = answer.view([], lambda key: key)["items"]
     assert item["text"] == "one two"
+
+
+ANSWERS: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = [
+    (
+        "a refusal and the text only its done event carried",
+        [
+            {"type": "response.refusal.delta", "item_id": "m", "delta": "I can't "},
+            {"type": "response.refusal.delta", "item_id": "m", "delta": "do that"},
+            {"type": "response.output_text.done", "item_id": "t", "text": "whole"},
+        ],
+        {
+            "items": [
+                {"id": "m", "type": "unknown", "refusal": "I can't do that"},
+                {"id": "t", "type": "unknown", "text": "whole"},
+            ]
+        },
+    ),
+    (
+        "reasoning text, a custom tool's input, and the closing event's items",
+        [
+            {"type": "response.reasoning_text.delta", "item_id": "r", "delta": "hm"},
+            {"type": "response.custom_tool_call_input.delta", "item_id": "c", "delta": "ls"},
+            {
+                "type": "response.completed",
+                "response": {
+                    "id": "resp_9",
+                    "status": "completed",
+                    "output": [
+                        {"id": "r", "type": "reasoning", "summary": [{"text": "thought"}]},
+                        {"id": "c", "type": "custom_tool_call", "name": "sh", "input": "ls -l"},
+                        {
+                            "id": "x",
+                            "type": "message",
+                            "status": "completed",
+                            "content": [{"type": "output_text", "text": "after"}],
+                        },
+                    ],
+                },
+            },
+        ],
+        {
+            "response_id": "resp_9",
+            "status": "completed",
+            "items": [
+                {"id": "r", "type": "reasoning", "summary": ["thought"], "reasoning": "hm"},
+                {"id": "c", "type": "custom_tool_call", "name": "sh", "arguments": "ls"},
+                {"id": "x", "type": "message", "status": "completed", "text": "after"},
+            ],
+        },
+    ),
+    (
+        "an incomplete response says why",
+        [
+            {
+                "type": "response.incomplete",
+                "response": {
+                    "status": "incomplete",
+                    "incomplete_details": {"reason": "max_output_tokens"},
+                },
+            }
+        ],
+        {
+            "status": "incomplete",
+            "items": [],
+            "error": {"code": "max_output_tokens", "message": "the response is incomplete"},
+        },
+    ),
+    (
+        "a failed response's error, and an image that is not base64",
+        [
+            {
+                "type": "response.image_generation_call.partial_image",
+                "item_id": "i",
+                "partial_image_b64": "not base64!",
+            },
+            {
+                "type": "response.failed",
+                "response": {"status": "failed", "error": {"code": "server_error"}},
+            },
+        ],
+        {
+            "status": "failed",
+            "items": [{"id": "i", "type": "image_generation_call"}],
+            "error": {"code": "server_error"},
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"), [(e, x) for _, e, x in ANSWERS], ids=[n for n, _, _ in ANSWERS]
+)
+def test_the_answer_from_each_kind_of_event(
+    events: list[dict[str, Any]], expected: dict[str, Any]
+) -> None:
+    answer = Answer()
+    for event in events:
+        answer.read(event)
+    assert answer.view([], lambda key: f"/image/{key}") == expected
+
+
+def deflated(data: bytes) -> bytes:
+    """A permessage-deflate payload: raw deflate, the 00 00 ff ff tail cut (RFC 7692)."""
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return (packer.compress(data) + packer.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def test_what_a_websocket_message_that_cannot_be_read_is_shown_as() -> None:
+    exchange = Exchange(request_id="r", method="GET", target="/", client="127.0.0.1")
+    kept = Kept(exchange, body_limit=1024 * 1024, event_limit=64)
+    kept.message("client", 0x1, deflated(b'{"a":1}'), 9, True)
+    kept.message("client", 0x1, None, 5000, False)
+    kept.message("upstream", 0x1, None, 5000, True)  # its context is lost with it
+    kept.message("upstream", 0x1, deflated(b"{}"), 4, True)
+    kept.message("server", 0x1, b"\x00garbage", 8, True)
+    kept.message("side", 0x1, deflated(b"x" * 1000), 20, True)
+    kept.message("upstream", 0x8, b"\x03\xe8bye", 5, False)
+    shown = [(m.side, m.kind, m.note, m.json) for m in kept.messages]
+    assert shown[:4] == [
+        ("client", "text", None, b'{"a":1}'),
+        ("client", "text", "too long to keep", None),
+        ("upstream", "text", "compressed, too long to read", None),
+        ("upstream", "text", "compressed, unreadable after a message too long to keep", None),
+    ]
+    assert shown[4][2].startswith("compressed, not inflated (")
+    assert shown[5][2] == "compressed, too long once inflated"
+    assert shown[6] == ("upstream", "close", None, b'{"code":1000,"reason":"bye"}')
+
+
+def test_past_the_body_limit_events_and_messages_are_counted_not_kept() -> None:
+    exchange = Exchange(request_id="r", method="GET", target="/", client="127.0.0.1")
+    kept = Kept(exchange, body_limit=300, event_limit=1024)
+    delta = b'{"type":"response.output_text.delta","item_id":"m","delta":"%d "}'
+    for n in range(10):
+        kept.event("response.output_text.delta", delta % n, 60)
+        kept.message("upstream", 0x1, delta % n, 60, False)
+    # Folded in the reading: a surprise in an event's shape is counted, never raised.
+    kept.event(
+        "response.output_item.done",
+        b'{"type":"response.output_item.done","item":{"id":"r","type":"reasoning","summary":5}}',
+        90,
+    )
+    # One of each fits in 300 bytes with the record each costs (events and messages share it).
+    assert len(kept.events) == 1
+    assert len(kept.messages) == 1
+    assert kept.used >= 300
+    assert kept.answer.unreadable == 1
+    # The answer is read from every event and message all the same.
+    assert kept.answer.view([], str)["items"][0]["text"] == "".join(f"{n} {n} " for n in range(10))
 
 
 def test_curl_placeholders_and_quoting() -> None:
