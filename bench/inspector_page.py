@@ -37,13 +37,18 @@ class Selection:
             self.changed.set()
 
 
-async def read_events(port: int, selection: Selection) -> None:
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the proxy, once it listens."""
     while True:
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            return await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             await asyncio.sleep(0.02)
-            continue
+
+
+async def read_events(port: int, selection: Selection) -> None:
+    while True:
+        reader, writer = await connect(port)
         writer.write(
             b"GET /_proxy/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
         )
@@ -57,11 +62,7 @@ async def follow(port: int, selection: Selection) -> None:
     """Fetch the selected exchange's content after each change, one request at a time, on
     one kept-alive connection (the page's `fetchContent`)."""
     while True:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.02)
-            continue
+        reader, writer = await connect(port)
         try:
             while True:
                 await selection.changed.wait()
