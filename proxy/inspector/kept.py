@@ -9,7 +9,8 @@ is not: its events say it better). All of it counts towards the inspector's
 Forwarding waits for none of the showing: an event is kept as it came and folded
 (redacted, blobs summarised, long strings cut) only when a page first asks for it, and
 a stream of small events costs the answer's reading and a copy each. Only an event too
-long to keep as it is (an image) is folded at once, into its summary.
+long to keep as it is (an image) is folded at once, into its summary. WebSocket messages
+are folded as they pass: the page lists them all at once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from proxy.inspector.answer import Answer, Image
 from proxy.inspector.content import EVENT_STRING, REQUEST_STRING, body_view, dumps, fold
 
 _KINDS = {0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
-# A record of an event or message not kept (past the budget) costs about this much.
+# What keeping one event or message is counted at beyond its bytes (its record, its slot).
 RECORD_COST = 120
 # An event up to this long is kept as it came, folded when first shown; a longer one is
 # folded as it passes (its blobs summarised, so that it fits the budget).
