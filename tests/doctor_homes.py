@@ -4,11 +4,9 @@ an unauthenticated request the way the real one does."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -140,20 +138,3 @@ def doctor_environ(home: Path, **extra: str) -> dict[str, str]:
     steering = ("OPENCLAW_", "CODEX_", "OPENAI_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
     environ = {k: v for k, v in os.environ.items() if not k.upper().startswith(steering)}
     return environ | {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin"} | extra
-
-
-async def run_cli(*args: str, environ: Mapping[str, str]) -> tuple[int, str, str]:
-    """The real command, without blocking the loop the fakes answer from."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(environ),
-    )
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,3 +82,23 @@ async def start_proxy_process(*args: str, env: dict[str, str] | None = None) -> 
         raise
     proxy.address = listening["address"]
     return proxy
+
+
+async def run_cli(
+    *args: str, environ: Mapping[str, str], timeout: float = 60
+) -> tuple[int, str, str]:
+    """The real command run to its end, without blocking the loop the fakes answer from:
+    its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(environ),
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -24,12 +24,12 @@ from tests.doctor_homes import (
     doctor_environ,
     openclaw_config,
     openclaw_home,
-    run_cli,
     write,
 )
 from tests.e2e import openclaw
 from tests.fake_upstream import FakeUpstream
 from tests.harness import RunningProxy, StartProxy
+from tests.proc import run_cli
 
 # OpenClaw's config as a person keeps it: JSON5 with comments, unquoted keys, single quotes.
 HAND_WRITTEN = """\

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from aiohttp import web
 from proxy.redact import fingerprint
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import parse_response, raw_request, read_head_and_body
-from tests.proc import start_proxy_process
+from tests.proc import run_cli, start_proxy_process
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2lnbmF0dXJlLXNlY3JldA"
 SSE_HEADERS = {"Content-Type": "text/event-stream"}
@@ -208,20 +207,8 @@ async def test_non_loopback_bind_warns_that_tokens_cross_the_port(fake: FakeUpst
 
 
 async def run_to_exit(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    environ = {**os.environ, **(env or {})}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environ,
-    )
-    async with asyncio.timeout(30):
-        _, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, err.decode()
+    code, _, err = await run_cli(*args, environ={**os.environ, **(env or {})}, timeout=30)
+    return code, err
 
 
 async def test_requests_are_parsed_by_llhttp_whatever_aiohttp_is_told(

@@ -18,8 +18,9 @@ import pytest
 from proxy.service import Host, manager, run
 from proxy.service_files import systemd_unit
 from proxy.settings import Settings
-from tests.doctor_homes import doctor_environ, run_cli, write
+from tests.doctor_homes import doctor_environ, write
 from tests.harness import StartProxy
+from tests.proc import run_cli
 
 UNIT = "codex-path-proxy.service"
 LABEL = "local.codex-path-proxy"
