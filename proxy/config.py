@@ -274,7 +274,7 @@ def _validate_upstream(
         fail(
             "upstream",
             "url",
-            f"must be an origin only (scheme://host[:port]), got {upstream.url!r}",
+            f"must be an origin only (scheme://host[:port]), got {redact_url(upstream.url)!r}",
         )
     for key in ("connect_timeout", "idle_timeout", "keepalive_timeout"):
         if getattr(upstream, key) <= 0:
@@ -282,7 +282,12 @@ def _validate_upstream(
     if upstream.pool_size < 1:
         fail("upstream", "pool_size", "must be at least 1")
     if upstream.proxy:
-        proxy = URL(upstream.proxy)
+        try:
+            proxy = URL(upstream.proxy)
+        except ValueError as exc:
+            fail("upstream", "proxy", f"not a URL: {exc}")
+        if proxy.port == 0:
+            fail("upstream", "proxy", "must name a port of 1..65535, got 0")
         if proxy.scheme not in ("http", "https") or not proxy.host:
             fail(
                 "upstream",

@@ -162,12 +162,19 @@ def key_type(section: str, key: str) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """A URL with its password masked (proxy credentials are never shown)."""
-    parsed = URL(url)
-    if parsed.password is None:
+    """A URL with its credentials masked: the password, or a user name that stands alone
+    (a token sent as the user of Basic). One that cannot be parsed keeps only its scheme."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        scheme, separator, _ = url.partition("://")
+        return f"{scheme}://[redacted]" if separator else "[redacted]"
+    if parsed.raw_user is None and parsed.raw_password is None:
         return url
     scheme, rest = str(parsed.with_user(None)).split("://", 1)
-    return f"{scheme}://{parsed.raw_user}:[redacted]@{rest}"
+    if parsed.raw_password is None:
+        return f"{scheme}://[redacted]@{rest}"
+    return f"{scheme}://{parsed.raw_user or ''}:[redacted]@{rest}"
 
 
 def is_loopback(host: str) -> bool:
