@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-import hashlib
 import os
 import re
 import zlib
@@ -27,14 +26,11 @@ import structlog
 import zstandard
 from yarl import URL
 
-from proxy import __version__, redact
+from proxy import __version__, blobs, redact
 from proxy.exchange import Bodies, Body, Exchange, Observer
 from proxy.forward import Head, forwarded_pairs
 from proxy.headers import decode_lossy
 
-# A run of base64 at least this long (an image, a file) is replaced by its size and hash.
-BLOB_MIN = 4096
-_BLOB = re.compile(rb"[A-Za-z0-9+/]{%d,}={0,2}" % BLOB_MIN)
 EXCERPT = 512
 
 
@@ -64,24 +60,21 @@ def decode(body: Body, encoding: str | None) -> tuple[bytes, str | None]:
 
 
 def readable(data: bytes, secrets: Sequence[str] = ()) -> tuple[str, str | None]:
-    """Text for a reader: images replaced by their size and hash, secrets masked."""
-
-    def placeholder(found: re.Match[bytes]) -> bytes:
-        blob = found.group(0)
-        digest = hashlib.sha256(blob).hexdigest()
-        return f"[base64 blob: {len(blob)} bytes, sha256 {digest}]".encode()
-
-    data = _BLOB.sub(placeholder, data)
+    """Text for a reader: base64 runs (images) replaced by their fingerprint, secrets
+    masked; a body that is not UTF-8 as base64."""
     try:
-        return redact.mask_known(redact.redact_text(data.decode("utf-8")), secrets), None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         return base64.b64encode(data).decode("ascii"), "base64"
+    return redact.mask_known(redact.redact_text(blobs.fold(text)), secrets), None
 
 
 def excerpt(body: Body, encoding: str | None, secrets: Sequence[str]) -> str:
+    """The body's start, cut after its blobs are folded and its secrets masked (a cut
+    through either would show part of it)."""
     data, _ = decode(body, encoding)
-    text, how = readable(data[:EXCERPT], secrets)
-    return f"[{how}] {text}" if how else text
+    text, how = readable(data, secrets)
+    return f"[{how}] {text[:EXCERPT]}" if how else text[:EXCERPT]
 
 
 def _content(body: Body, encoding: str | None, mime: str, secrets: Sequence[str]) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import os
+import struct
 import zlib
 
 import brotli
@@ -63,8 +66,18 @@ def test_binary_bodies_are_shown_as_base64() -> None:
 
 
 def test_known_secrets_and_images_are_masked_in_text() -> None:
-    image = b"iVBOR" + b"A" * 5000
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + struct.pack(">II", 192, 96) + os.urandom(4000)
+    image = base64.b64encode(png)
     text, how = readable(b'{"a":"tok-12345678","img":"' + image + b'"}', ["tok-12345678"])
     assert how is None
     assert "tok-12345678" not in text
-    assert "[base64 blob: 5005 bytes, sha256 " in text
+    digest = hashlib.sha256(png).hexdigest()
+    assert f'"[base64: image/png 192x96, {len(png):,} bytes, sha256 {digest}]"' in text
+
+
+def test_an_excerpt_shows_a_blob_at_its_start_by_its_fingerprint() -> None:
+    data = os.urandom(3000)
+    shown = excerpt(body(b'{"result":"' + base64.b64encode(data) + b'"}'), None, ())
+    assert (
+        shown == f'{{"result":"[base64: 3,000 bytes, sha256 {hashlib.sha256(data).hexdigest()}]"}}'
+    )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.capture import BLOB_MIN
+from proxy.blobs import BLOB_MIN
 from proxy.redact import header_value
 from tests.fake_upstream import FakeUpstream
 from tests.harness import StartProxy, capture_of, raw_request, recorder

@@ -27,9 +27,11 @@ import pytest
 import zstandard
 from aiohttp import WSMsgType, web
 
+from proxy import blobs
+from proxy.blobs import picture
 from proxy.exchange import Body, Exchange
 from proxy.inspector.answer import Answer
-from proxy.inspector.content import blob, fold, html_text, picture
+from proxy.inspector.content import fold, html_text
 from proxy.inspector.curl import command, placeholder
 from proxy.inspector.kept import Kept
 from tests.fake_upstream import FakeUpstream, sse_event
@@ -202,13 +204,13 @@ RANDOM = base64.b64encode(bytes(range(256)) + bytes(range(44))).decode()  # 400 
             RANDOM,
             f"[base64: 300 bytes, sha256 {hashlib.sha256(base64.b64decode(RANDOM)).hexdigest()}]",
         ),
-        ("data:image/png;base64," + RANDOM, "[image/png base64: 300 bytes, sha256 "),
+        ("data:image/png;base64," + RANDOM, "[base64: image/png, 300 bytes, sha256 "),
         (RANDOM.replace("+", "-").replace("/", "_"), "[base64: 300 bytes, sha256 "),
         ("hello world " * 40, None),
     ],
 )
 def test_blobs_are_summarised_by_size_and_hash(value: str, summary: str | None) -> None:
-    found = blob(value)
+    found = blobs.summary(value)
     if summary is None:
         assert found is None
     else:
@@ -529,7 +531,10 @@ async def test_the_request_tree_the_answer_the_image_and_each_event(
     async with client.get(inspected.make_url("/_proxy/exchanges/1/events/3")) as response:
         event = await response.json()
     assert event["type"] == "response.output_item.done"
-    assert event["item"]["result"].startswith(f"[base64: {len(image):,} bytes, sha256 ")
+    assert event["item"]["result"] == f"[base64: {shown['fingerprint']}]"
+    assert shown["fingerprint"] == (
+        f"image/png 64x48, {len(image):,} bytes, sha256 {hashlib.sha256(image).hexdigest()}"
+    )
     async with client.get(inspected.make_url("/_proxy/exchanges/1/events/999")) as response:
         assert response.status == 404
         assert (await response.json())["error"]["code"] == "not_found"

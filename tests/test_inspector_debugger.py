@@ -110,9 +110,7 @@ async def test_the_request_the_live_answer_the_image_and_the_end_of_an_image_str
     )
     thumbnail = detail.locator("img.thumbnail")
     await expect(thumbnail).to_have_count(1, timeout=LIVE_MS)
-    await expect(detail.locator("figcaption")).to_contain_text(
-        "8\N{MULTIPLICATION SIGN}8", timeout=LIVE_MS
-    )
+    await expect(detail.locator("figcaption")).to_contain_text("image/png 8x8, ", timeout=LIVE_MS)
     await expect(detail.locator("figcaption")).to_contain_text("partial")
     image = png(96, 64, noise=30)
     stream.push(
@@ -125,9 +123,7 @@ async def test_the_request_the_live_answer_the_image_and_the_end_of_an_image_str
             "result": base64.b64encode(image).decode(),
         },
     )
-    await expect(detail.locator("figcaption")).to_contain_text(
-        "96\N{MULTIPLICATION SIGN}64", timeout=LIVE_MS
-    )
+    await expect(detail.locator("figcaption")).to_contain_text("image/png 96x64, ", timeout=LIVE_MS)
     await expect(thumbnail).to_have_js_property("naturalWidth", 96)
     await expect(thumbnail).to_have_js_property("naturalHeight", 64)
     sent = []
@@ -204,7 +200,7 @@ async def test_each_event_s_json_and_a_cloudflare_page_as_text(
     await expect(shown.locator("h4")).to_have_text("event 4")
     await expect(shown).to_contain_text("response.output_item.done")
     await expect(shown).to_contain_text(
-        re.compile(r"\[base64: [\d,]+ bytes, sha256 [0-9a-f]{64}\]")
+        re.compile(r"\[base64: image/png 32x32, [\d,]+ bytes, sha256 [0-9a-f]{64}\]")
     )
     await expect(timeline.nth(3)).to_have_attribute("aria-pressed", "true")
     await fetched.check_secret_free(view)

@@ -487,7 +487,7 @@ async def test_capture_writes_a_redacted_decoded_har_per_exchange(
     assert request["bodySize"] == len(body)
     content = entry["response"]["content"]
     assert "response.completed" in content["text"]
-    assert f"[base64 blob: {len(image)} bytes, sha256 " in content["text"]
+    assert "[base64: 30,000 bytes, sha256 " in content["text"]
     assert "rule legacy-responses" in entry["comment"]
 
 

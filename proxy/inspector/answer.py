@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy import redact
-from proxy.inspector.content import EVENT_STRING, fold, picture
+from proxy import blobs, redact
+from proxy.inspector.content import EVENT_STRING, fold
 
 
 @dataclass(slots=True)
@@ -38,7 +38,7 @@ class Image:
             data = base64.b64decode(encoded)
         except (binascii.Error, ValueError):
             return None
-        found = picture(data)
+        found = blobs.picture(data)
         return cls(
             data=data,
             size=len(data),
@@ -289,6 +289,10 @@ def _image_view(image: Image, url: str) -> dict[str, Any]:
         "width": image.width,
         "height": image.height,
         "partial": image.partial,
+        # What HAR files and logs show for the same bytes (blobs.fingerprint).
+        "fingerprint": blobs.describe(
+            image.size, image.sha256, image.mime, image.width, image.height
+        ),
     }
     if image.data is not None and image.mime is not None:
         view["url"] = url

@@ -9,19 +9,13 @@ markup.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import re
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
 import orjson
 
-from proxy import redact
+from proxy import blobs, redact
 from proxy.capture import decode
 from proxy.exchange import Body
 
@@ -29,43 +23,15 @@ from proxy.exchange import Body
 # tens of thousands); an event's, which repeat in every delta, shorter.
 REQUEST_STRING = 4096
 EVENT_STRING = 300
-# Base64 this long or longer is a blob (an image, a file), summarised, never shown.
-BLOB_MIN = 256
 TEXT_LIMIT = 64 * 1024
-_BASE64 = re.compile(rf"(?:data:[\w.+-]+/[\w.+-]+;base64,)?[A-Za-z0-9+/_-]{{{BLOB_MIN},}}={{0,2}}")
 # The fields a reader of a Responses request looks for first, in this order.
-_URLSAFE = str.maketrans("-_", "+/")
 FIRST = ("model", "tools", "tool_choice", "stream", "input", "instructions")
-
-
-def blob(text: str) -> str | None:
-    """A base64 string's summary (its decoded size and sha256), or None if it is not one."""
-    if len(text) < BLOB_MIN or _BASE64.fullmatch(text) is None or not _mixed(text):
-        return None
-    head, comma, data = text.partition(",") if text.startswith("data:") else ("", "", text)
-    data = data.rstrip("=").translate(_URLSAFE)
-    try:
-        raw = base64.b64decode(data + "=" * (-len(data) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    kind = f"{head.removeprefix('data:').removesuffix(';base64')} " if comma else ""
-    return f"[{kind}base64: {len(raw):,} bytes, sha256 {hashlib.sha256(raw).hexdigest()}]"
-
-
-def _mixed(text: str) -> bool:
-    """Encoded bytes mix capitals, small letters and digits; a run of one letter does not."""
-    sample = text[-BLOB_MIN:]
-    return (
-        any(c.isupper() for c in sample)
-        and any(c.islower() for c in sample)
-        and any(c.isdigit() for c in sample)
-    )
 
 
 def fold(value: Any, *, limit: int, secrets: Sequence[str] = ()) -> Any:
     """The JSON value as it may be shown: strings redacted, blobs summarised, long ones cut."""
     if isinstance(value, str):
-        summary = blob(value)
+        summary = blobs.summary(value)
         if summary is not None:
             return summary
         shown = redact.mask_known(redact.redact_text(value), secrets)
@@ -173,53 +139,6 @@ def html_text(markup: str) -> dict[str, str]:
     return {"title": title, "text": text[:TEXT_LIMIT]}
 
 
-@dataclass(frozen=True, slots=True)
-class Picture:
-    mime: str
-    width: int | None
-    height: int | None
-
-
-def picture(data: bytes) -> Picture | None:
-    """An image's kind and size in pixels, read from its first bytes; None if not one."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
-        width, height = struct.unpack(">II", data[16:24])
-        return Picture("image/png", width, height)
-    if data.startswith(b"\xff\xd8"):
-        return Picture("image/jpeg", *_jpeg_size(data))
-    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        return Picture("image/webp", *_webp_size(data))
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
-        width, height = struct.unpack("<HH", data[6:10])
-        return Picture("image/gif", width, height)
-    return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int | None, int | None]:
-    at = 2
-    while at + 9 < len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
-        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-            return width, height
-        at += 2 + length
-    return None, None
-
-
-def _webp_size(data: bytes) -> tuple[int | None, int | None]:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if chunk == b"VP8 " and len(data) >= 30:
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L" and len(data) >= 25:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None, None
-
-
 def body_view(
     body: Body | None,
     *,
@@ -259,13 +178,9 @@ def body_view(
     if "\ufffd" in text[:1024] and kind not in ("", "text/plain"):
         view["note"] = "; ".join(filter(None, (view.get("note"), f"binary ({kind or 'no type'})")))
         return view
-    view["text"] = _fold_blobs(_shown(text, secrets))
+    view["text"] = blobs.fold(_shown(text, secrets))
     return view
 
 
 def _shown(text: str, secrets: Sequence[str]) -> str:
     return redact.mask_known(redact.redact_text(text), secrets)
-
-
-def _fold_blobs(text: str) -> str:
-    return _BASE64.sub(lambda found: blob(found.group(0)) or found.group(0), text)

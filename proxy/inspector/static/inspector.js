@@ -494,12 +494,8 @@
   }
 
   function imageView(image) {
-    const facts = [
-      image.width && image.height ? `${image.width}×${image.height}` : null,
-      image.mime,
-      size(image.size),
-      image.partial ? "partial (still generating)" : null,
-    ].filter(Boolean).join(" · ");
+    // The fingerprint HAR files and logs show for the same bytes.
+    const facts = [image.fingerprint, image.partial ? "partial (still generating)" : null].filter(Boolean).join(" · ");
     const figure = el("figure", { class: "image" });
     if (image.url) {
       // The same element across updates: an image is fetched once, not at every redraw.
@@ -513,7 +509,7 @@
       figure.append(img);
     }
     else figure.append(el("p", { class: "muted" }, image.dropped ? "the image was dropped (inspector.total_limit)" : "not an image the page can show"));
-    figure.append(el("figcaption", {}, facts, el("br"), el("span", { class: "mono sha" }, `sha256 ${image.sha256}`)));
+    figure.append(el("figcaption", { class: "mono sha" }, facts));
     return figure;
   }
 
