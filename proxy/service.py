@@ -165,6 +165,20 @@ def _failure(result: subprocess.CompletedProcess[str] | str, tool: str) -> str:
     )
 
 
+# What `systemctl --user` says when no user manager is there to ask (no login session:
+# an ssh session as root, a container, a cron job): "Failed to connect to bus: No medium
+# found", or "… No such file or directory" when XDG_RUNTIME_DIR names no running one.
+_NO_SESSION = "Failed to connect to"
+NO_SESSION_FIX = (
+    "log in as this user (a desktop or ssh login starts the session), "
+    "or `loginctl enable-linger` to keep one from boot"
+)
+
+
+def _no_session(found: Manager, said: str) -> bool:
+    return found.tool == "systemctl" and _NO_SESSION in said
+
+
 def _install(found: Manager, host: Host) -> int:
     found.file.parent.mkdir(parents=True, exist_ok=True)
     found.file.write_bytes(found.text)
@@ -234,6 +248,10 @@ def _status(found: Manager, host: Host, settings: Settings) -> int:
             said = "loaded, not running"
     if running:
         lines.append(f"✔ running ({found.tool})")
+    elif _no_session(found, said):
+        first = said.splitlines()[0]
+        lines.append(f"✘ running: no systemd user session ({first}) → {NO_SESSION_FIX}")
+        ok = False
     else:
         lines.append(f"✘ running: {said.splitlines()[0] if said else 'no'} → logs: {found.logs}")
         ok = False

@@ -297,6 +297,32 @@ async def test_systemd_without_a_user_session(tmp_path: Path) -> None:
     assert "Could not start it: systemctl is not on PATH\n" in out
 
 
+@pytest.mark.parametrize(
+    ("runtime", "said"),
+    [
+        pytest.param(None, "Failed to connect to bus: No medium found", id="no-runtime-dir"),
+        pytest.param("empty", "Failed to connect to bus: No such file or directory", id="no-bus"),
+    ],
+)
+async def test_status_without_a_user_session_says_what_is_missing(
+    tmp_path: Path, runtime: str | None, said: str
+) -> None:
+    """The real systemctl with no user manager to reach (no XDG_RUNTIME_DIR, or one with no
+    bus in it): status names the missing session and how to get one, not the journal."""
+    environ = doctor_environ(tmp_path, PATH="/usr/bin:/bin")
+    for name in ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS"):
+        environ.pop(name, None)
+    if runtime is not None:
+        (tmp_path / runtime).mkdir(mode=0o700)
+        environ["XDG_RUNTIME_DIR"] = str(tmp_path / runtime)
+    code, out, _ = await run_cli("service", "status", environ=environ)
+    assert code == 1
+    assert out.splitlines()[1] == (
+        f"✘ running: no systemd user session ({said}) → log in as this user (a desktop or ssh "
+        "login starts the session), or `loginctl enable-linger` to keep one from boot"
+    )
+
+
 def test_a_service_manager_that_cannot_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
