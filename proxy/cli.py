@@ -26,7 +26,7 @@ from proxy import __version__
 from proxy.config import ConfigError, Sourced, load_settings
 from proxy.log import configure_logging
 from proxy.rules import Rule, rewrite
-from proxy.server import StartupError, serve
+from proxy.server import StartupError, check_inspector, serve
 from proxy.settings import CONFIG_ENV, FLAGS, Settings, key_type, keys, redact_url
 
 PROG = "codex-path-proxy"
@@ -119,7 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings, sources = load_settings(
             config_file=given.get("config"), environ=os.environ, flags=flags
         )
-    except ConfigError as exc:
+        if args.command in (None, "serve"):
+            # Settings refused as they stand: exit 2, as every setting refusal.
+            check_inspector(settings)
+    except (ConfigError, StartupError) as exc:
         print(f"{PROG}: config error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
