@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from proxy import __version__
 from proxy.config import ConfigError, Sourced, load_settings
@@ -33,16 +34,47 @@ PROG = "codex-path-proxy"
 _METAVARS = {"--capture-dir": "DIR"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help=f"TOML settings file (default: ${CONFIG_ENV}, else none)",
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument said in one line and a --help hint (not the usage
+    block), and an unknown option named with the nearest known one."""
+
+    given: Sequence[str] = ()  # the arguments (of the whole command line, on its parser)
+    known: frozenset[str] = frozenset()  # every option of every command
+
+    def error(self, message: str) -> NoReturn:
+        given = self.given[: self.given.index("--")] if "--" in self.given else self.given
+        unknown = [
+            name
+            for name in (argument.split("=", 1)[0] for argument in given)
+            # argparse takes a unique start of an option for the option.
+            if name.startswith("--") and not any(known.startswith(name) for known in self.known)
+        ]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], self.known, n=1)
+            message = f"unknown option {unknown[0]}" + (
+                f" (did you mean {close[0]}?)" if close else ""
+            )
+        self.exit(2, f"{self.prog}: error: {message}\nRun '{self.prog} --help' for the options.\n")
+
+
+def build_parser() -> Parser:
+    known = {"-h", "--help"}
+
+    def note(action: argparse.Action) -> None:
+        known.update(action.option_strings)
+
+    config = Parser(add_help=False)
+    note(
+        config.add_argument(
+            "--config",
+            metavar="FILE",
+            default=argparse.SUPPRESS,
+            help=f"TOML settings file (default: ${CONFIG_ENV}, else none)",
+        )
     )
-    options = argparse.ArgumentParser(add_help=False, parents=[config])
+    options = Parser(add_help=False, parents=[config])
     for flag, (section, key) in FLAGS.items():
+        known.add(flag)
         spec = keys(section)[key]
         kind = key_type(section, key)
         why = f"{section}.{key}: {spec.metadata['why']}"
@@ -61,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{why} (default: {spec.default or 'none'})",
         )
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         parents=[options],
         description="Local reverse proxy that rewrites retired chatgpt.com /backend-api/responses "
@@ -69,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings: defaults < TOML file < CODEX_PATH_PROXY_<SECTION>_<KEY> < flags. "
         "Run 'check-config' to see the effective values and where each came from.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    note(parser.add_argument("--version", action="version", version=f"{PROG} {__version__}"))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("serve", parents=[options], help="run the proxy (the default)")
     commands.add_parser(
@@ -91,11 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[options],
         help="check the clients' configs, this proxy and the way out; exit 1 if anything is wrong",
     )
-    doctor_parser.add_argument("--json", action="store_true", help="one JSON report for scripts")
-    doctor_parser.add_argument(
-        "--fix",
-        action="store_true",
-        help="make the config edits it proposes (a backup of each file first), then check again",
+    note(
+        doctor_parser.add_argument(
+            "--json", action="store_true", help="one JSON report for scripts"
+        )
+    )
+    note(
+        doctor_parser.add_argument(
+            "--fix",
+            action="store_true",
+            help="make the config edits it proposes (a backup of each file first), "
+            "then check again",
+        )
     )
     service = commands.add_parser(
         "service", help="run the proxy at every login (systemd user unit, launchd agent)"
@@ -103,16 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     install = service.add_parser(
         "install", parents=[config], help="install and start it with this executable and settings"
     )
-    install.add_argument(
-        "--print", dest="print_only", action="store_true", help="show the file, install nothing"
+    note(
+        install.add_argument(
+            "--print", dest="print_only", action="store_true", help="show the file, install nothing"
+        )
     )
     service.add_parser("uninstall", help="stop it and remove the file")
     service.add_parser("status", parents=[config], help="installed, running, healthy?")
+    parser.known = frozenset(known)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
     given = vars(args)
     flags = {flag: given[flag] for flag in FLAGS if flag in given}
     try:

@@ -6,9 +6,10 @@ cannot be used raises ConfigError naming where it came from, the key and the rea
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,15 +106,26 @@ def _from_file(path: Path, named_by: str) -> Sourced:
     values: Sourced = {}
     for section, table in data.items():
         if section not in SECTIONS:
-            raise ConfigError(f"{where}: [{section}]: unknown section")
+            raise ConfigError(f"{where}: [{section}]: unknown section{_nearest(section, SECTIONS)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: {section}: must be a table")
         known = keys(section)
         for key, raw in table.items():
             if key not in known:
-                raise ConfigError(f"{where}: {section}.{key}: unknown key")
+                raise ConfigError(
+                    f"{where}: {section}.{key}: unknown key{_nearest(f'{section}.{key}', _DOTTED)}"
+                )
             values[section, key] = Value(_coerce(raw, section, key, where), where)
     return values
+
+
+_DOTTED = tuple(f"{section}.{key}" for section in SECTIONS for key in keys(section))
+
+
+def _nearest(name: str, known: Iterable[str], shown: Callable[[str], str] = str) -> str:
+    """'; did you mean …?' with the known name nearest a misspelt one, if one is near."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {shown(close[0])}?" if close else ""
 
 
 def _from_environ(environ: Mapping[str, str]) -> Sourced:
@@ -127,7 +139,13 @@ def _from_environ(environ: Mapping[str, str]) -> Sourced:
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         if name not in names:
-            raise ConfigError(f"environment {name}: unknown setting")
+            # Matched without the prefix they all share, which would make any name "near".
+            hint = _nearest(
+                name.removeprefix(ENV_PREFIX),
+                (known.removeprefix(ENV_PREFIX) for known in names),
+                lambda near: f"{ENV_PREFIX}{near} ({'.'.join(names[ENV_PREFIX + near])})",
+            )
+            raise ConfigError(f"environment {name}: unknown setting{hint}")
         section, key = names[name]
         where = f"environment {name}"
         values[section, key] = Value(
@@ -204,7 +222,7 @@ def _rules(raw: Any, where: str, name: str) -> tuple[Rule, ...]:
             raise ConfigError(f"{at}: expected a table with {', '.join(_RULE_KEYS)}")
         unknown = sorted(set(item) - set(_RULE_KEYS))
         if unknown:
-            raise ConfigError(f"{at}.{unknown[0]}: unknown key")
+            raise ConfigError(f"{at}.{unknown[0]}: unknown key{_nearest(unknown[0], _RULE_KEYS)}")
         for key in _RULE_KEYS:
             if not isinstance(item.get(key), str):
                 raise ConfigError(f"{at}.{key}: expected a string, got {item.get(key)!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,50 @@ def test_bad_flag_value_is_exit_2() -> None:
     assert "invalid int value: 'eighty'" in result.stderr
 
 
+def test_a_misspelt_setting_names_the_nearest_from_the_real_command(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[listen]\nprot = 1\n")
+    result = run("--config", str(config))
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"codex-path-proxy: config error: file {config}: listen.prot: unknown key; "
+        "did you mean listen.port?\n",
+    )
+    result = run("check-config", env={**os.environ, "CODEX_PATH_PROXY_LISTEN_PROT": "1"})
+    assert (result.returncode, result.stderr) == (
+        2,
+        "codex-path-proxy: config error: environment CODEX_PATH_PROXY_LISTEN_PROT: unknown "
+        "setting; did you mean CODEX_PATH_PROXY_LISTEN_PORT (listen.port)?\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--prot", "1"), "codex-path-proxy: error: unknown option --prot (did you mean --port?)"),
+        (
+            ("doctor", "--fxi"),
+            "codex-path-proxy: error: unknown option --fxi (did you mean --fix?)",
+        ),
+        (("--frobnicate",), "codex-path-proxy: error: unknown option --frobnicate"),
+        (
+            ("--port", "eighty"),
+            "codex-path-proxy: error: argument --port: invalid int value: 'eighty'",
+        ),
+        (
+            ("rewrite",),
+            "codex-path-proxy rewrite: error: the following arguments are required: PATH",
+        ),
+    ],
+)
+def test_a_bad_argument_is_one_line_and_a_help_hint(args: tuple[str, ...], said: str) -> None:
+    """No usage block: the error, then where the options are listed."""
+    result = run(*args)
+    assert (result.returncode, result.stdout) == (2, "")
+    command = said.split(": error:", maxsplit=1)[0]
+    assert result.stderr == f"{said}\nRun '{command} --help' for the options.\n"
+
+
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
@@ -200,7 +245,10 @@ def test_rewrite_refuses_what_is_not_a_path_with_a_hint_and_exit_2(
     assert exited.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.endswith(f"codex-path-proxy rewrite: error: argument PATH: {message}\n")
+    assert err == (
+        f"codex-path-proxy rewrite: error: argument PATH: {message}\n"
+        "Run 'codex-path-proxy rewrite --help' for the options.\n"
+    )
 
 
 def test_rewrite_of_an_empty_argument_is_exit_2_from_the_real_command() -> None:

@@ -131,7 +131,12 @@ FILE_ERRORS = [
     ),
     ("[nope]\nx = 1\n", "[nope]: unknown section"),
     ("listen = 5\n", "listen: must be a table"),
-    ("[listen]\nprot = 1\n", "listen.prot: unknown key"),
+    ("[listen]\nprot = 1\n", "listen.prot: unknown key; did you mean listen.port?"),
+    ("[lisen]\nport = 1\n", "[lisen]: unknown section; did you mean listen?"),
+    (
+        "[upstream]\ntimeout = 1\n",
+        "upstream.timeout: unknown key; did you mean upstream.idle_timeout?",
+    ),
     ("[listen]\nport = '8780'\n", "listen.port: expected an integer, got '8780'"),
     ("[listen]\nport = true\n", "listen.port: expected an integer, got True"),
     ("[listen]\nport = 1.5\n", "listen.port: expected an integer, got 1.5"),
@@ -181,6 +186,10 @@ FILE_ERRORS = [
         "rewrite.rules[0].extra: unknown key",
     ),
     (
+        "[[rewrite.rules]]\nname = 'a'\nkind = 'prefix'\nmatch = '/a'\ntaget = '/b'\n",
+        "rewrite.rules[0].taget: unknown key; did you mean target?",
+    ),
+    (
         "[[rewrite.rules]]\nname = 'a'\nkind = 'prefix'\nmatch = '/a'\n",
         "rewrite.rules[0].target: expected a string, got None",
     ),
@@ -220,7 +229,12 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
     [
         (
             {"CODEX_PATH_PROXY_LISTEN_PROT": "1"},
-            "environment CODEX_PATH_PROXY_LISTEN_PROT: unknown setting",
+            "environment CODEX_PATH_PROXY_LISTEN_PROT: unknown setting; "
+            "did you mean CODEX_PATH_PROXY_LISTEN_PORT (listen.port)?",
+        ),
+        (
+            {"CODEX_PATH_PROXY_XYZ": "1"},
+            "environment CODEX_PATH_PROXY_XYZ: unknown setting",
         ),
         (
             {"CODEX_PATH_PROXY_LISTEN_PORT": "eighty"},
