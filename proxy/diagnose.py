@@ -58,6 +58,13 @@ def _cause(exchange: Exchange, upstream_target: str, upstream_host: str) -> str 
 def _symptom(exchange: Exchange, status: int, content_type: str, upstream_host: str) -> str | None:
     """What the answer itself says went wrong."""
     if status in (401, 403) and content_type.startswith("application/json"):
+        if not exchange.request_header("Authorization"):
+            return (
+                f"no token was sent: the request had no Authorization header and "
+                f"{upstream_host} answered {status}; the client should send "
+                "Authorization: Bearer <ChatGPT access token> (and ChatGPT-Account-Id: "
+                "<account id>)"
+            )
         return (
             f"{upstream_host} answered {status} with JSON: the access token is expired or "
             "invalid, or the account lacks the Codex entitlement; sign in again"

@@ -128,6 +128,7 @@ def encoded(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 HTML = [("Content-Type", "text/html"), ("cf-ray", "abc")]
+JSON = [("Content-Type", "application/json")]
 
 
 @pytest.mark.parametrize(
@@ -167,6 +168,22 @@ HTML = [("Content-Type", "text/html"), ("cf-ray", "abc")]
             exchange("/responses", 404, request=[("Host", "[::1]:8780")]),
             "POST /responses is outside /backend-api: the client's base URL is "
             "http://[::1]:8780; set it to http://[::1]:8780/backend-api",
+        ),
+        (
+            exchange("/backend-api/codex/responses", 401, response=JSON),
+            "no token was sent: the request had no Authorization header and h answered 401; "
+            "the client should send Authorization: Bearer <ChatGPT access token> (and "
+            "ChatGPT-Account-Id: <account id>)",
+        ),
+        (
+            exchange(
+                "/backend-api/codex/responses",
+                401,
+                request=[("Authorization", "Bearer x")],
+                response=JSON,
+            ),
+            "h answered 401 with JSON: the access token is expired or invalid, or the account "
+            "lacks the Codex entitlement; sign in again",
         ),
         (exchange("/responses", 200), None),
         (exchange("/responsesx", 404), None),

@@ -298,12 +298,26 @@ async def test_diagnosis_auth_refused_with_json(
         )
 
     fake.handler = refused
-    line = await logged_request(proxy)
+    with_token = POST_LEGACY.replace(
+        b"Host: a\r\n", f"Host: a\r\nAuthorization: Bearer {TOKEN}\r\n".encode()
+    )
+    line = await logged_request(proxy, with_token)
     assert line["log_level"] == "warning"
     assert line["diagnosis"] == (
         f"127.0.0.1 answered {status} with JSON: the access token is expired or invalid, or the "
         "account lacks the Codex entitlement; sign in again"
     )
+    # No token at all is not an expired one: the sentence names the header to send.
+    for without in (
+        POST_LEGACY,
+        POST_LEGACY.replace(b"Host: a\r\n", b"Host: a\r\nAuthorization:\r\n"),
+    ):
+        line = await logged_request(proxy, without)
+        assert line["diagnosis"] == (
+            f"no token was sent: the request had no Authorization header and 127.0.0.1 answered "
+            f"{status}; the client should send Authorization: Bearer <ChatGPT access token> "
+            "(and ChatGPT-Account-Id: <account id>)"
+        )
 
 
 async def test_rejected_outcome_names_the_limit(
