@@ -3,8 +3,9 @@ as aiohttp.web handlers (proxy.control hands requests to it).
 
 `/_proxy/healthz` and `/_proxy/readyz` for orchestrators, `/_proxy/metrics` for
 Prometheus, `/_proxy/version` (the running version, its rule table and what the retired
-path becomes: what `doctor` asks), the inspector's page when it is on; anything else
-under the prefix is a 404 in the proxy's error shape, never forwarded.
+path becomes: what `doctor` asks), the inspector's page when it is on (when it is off,
+its address says how to turn it on); anything else under the prefix is a 404 in the
+proxy's error shape, never forwarded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from proxy.failures import error_body
 from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
 from proxy.settings import CONTROL_PREFIX as PREFIX
+from proxy.settings import ENV_PREFIX
 
 if TYPE_CHECKING:
     from proxy.inspector import Inspector
@@ -54,10 +56,19 @@ def create_app(
             404, "not_found", f"{PREFIX} is reserved for the proxy's own endpoints"
         )
 
+    async def inspector_off(_: web.Request) -> web.Response:
+        return error_response(
+            404,
+            "not_found",
+            f"the inspector is off: start the proxy with --inspector (or set "
+            f"inspector.enabled = true, or {ENV_PREFIX}INSPECTOR_ENABLED=true) to see it at "
+            f"{PREFIX}",
+        )
+
     async def bare_prefix(request: web.Request) -> web.StreamResponse:
         # `/_proxy` is the page's address too, written without its slash.
         if inspector is None:
-            return await not_found(request)
+            return await inspector_off(request)
         query = request.raw_path.partition("?")[2]
         raise web.HTTPFound(PREFIX + ("?" + query if query else ""))
 
@@ -80,6 +91,8 @@ def create_app(
     if inspector is not None:
         inspector.add_routes(router)
         app.on_shutdown.append(inspector.on_shutdown)
+    else:
+        router.add_route("*", PREFIX, inspector_off)
     router.add_route("*", PREFIX.rstrip("/"), bare_prefix)
     router.add_route("*", PREFIX + r"{tail:[\s\S]*}", not_found)
     return app

@@ -419,6 +419,25 @@ async def test_off_by_default_and_the_prefix_is_never_forwarded(
     assert fake.received == []
 
 
+async def test_off_its_address_says_how_to_turn_it_on(
+    proxy: RunningProxy, client: aiohttp.ClientSession
+) -> None:
+    for path in ("/_proxy/", "/_proxy"):
+        async with client.get(proxy.make_url(path), allow_redirects=False) as response:
+            assert response.status == 404
+            assert (await response.json())["error"] == {
+                "message": "the inspector is off: start the proxy with --inspector (or set "
+                "inspector.enabled = true, or CODEX_PATH_PROXY_INSPECTOR_ENABLED=true) to see "
+                "it at /_proxy/",
+                "type": "proxy_error",
+                "code": "not_found",
+            }
+    async with client.get(proxy.make_url("/_proxy/nothing")) as response:
+        assert (
+            "reserved for the proxy's own endpoints" in (await response.json())["error"]["message"]
+        )
+
+
 async def test_page_and_assets_are_self_contained_with_a_strict_policy(
     inspected: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
