@@ -31,9 +31,10 @@ LABEL org.opencontainers.image.title="codex-path-proxy" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.base.name="docker.io/library/python:3.12.14-slim-bookworm"
-RUN groupadd --system --gid 10001 proxy \
+# Not "proxy": every Debian-based image already has that user and group (id 13).
+RUN groupadd --system --gid 10001 codexproxy \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin proxy
+       --shell /usr/sbin/nologin codexproxy
 COPY --from=builder /opt/codex-path-proxy /opt/codex-path-proxy
 # Inside a container the proxy must listen beyond its own loopback to be reachable at all;
 # publish it on the host's loopback only (-p 127.0.0.1:8780:8780). JSON logs: one line

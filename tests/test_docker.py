@@ -406,3 +406,36 @@ def test_the_parser_reads_what_docker_reads() -> None:
     inherited = 'FROM x AS a\nCMD ["y"]\nFROM a\nENTRYPOINT ["z"]\n'
     assert image(stages(inherited), {}).cmd is None
     assert image(stages("FROM x\nHEALTHCHECK NONE\n"), {}).healthcheck is None
+
+
+def created_accounts(text: str) -> list[tuple[str, str]]:
+    """(command, name) for each groupadd and useradd the RUN instructions call."""
+    accounts: list[tuple[str, str]] = []
+    for stage in stages(text):
+        for instruction in stage.instructions:
+            if instruction.keyword != "RUN":
+                continue
+            for part in re.split(r"&&|;|\|\|", instruction.text):
+                split = words(part, {})
+                if split and split[0] in ("groupadd", "useradd"):
+                    accounts.append((split[0], split[-1]))
+    return accounts
+
+
+def test_the_image_user_and_group_are_names_no_debian_image_already_has() -> None:
+    # Every Debian-based image, python:*-slim-bookworm included, starts with base-passwd's
+    # users and groups (proxy is 13): groupadd refuses such a name and the build stops.
+    master = Path("/usr/share/base-passwd")
+    taken = {
+        line.split(":")[0]
+        for name in ("passwd.master", "group.master")
+        for line in (master / name).read_text(encoding="utf-8").splitlines()
+    }
+    assert {"root", "proxy", "nobody", "www-data"} <= taken
+    accounts = created_accounts(DOCKERFILE.read_text(encoding="utf-8"))
+    assert [command for command, _ in accounts] == ["groupadd", "useradd"]
+    assert not {name for _, name in accounts} & taken
+    assert created_accounts("FROM x\nRUN groupadd -g 13 proxy && useradd -u 13 proxy; true\n") == [
+        ("groupadd", "proxy"),
+        ("useradd", "proxy"),
+    ]
