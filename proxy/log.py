@@ -29,6 +29,8 @@ class ExchangeLine:
 
     POST   /backend-api/responses → /backend-api/codex/responses  200  text/event-stream
            41 events  response.completed  3.2 s
+    POST   /backend-api/responses → /backend-api/codex/responses  502  upstream_unreachable
+           connection refused by 127.0.0.1:1  2 ms
     """
 
     RED = "\x1b[31m"
@@ -61,10 +63,10 @@ class ExchangeLine:
             parts.append(f"{fields.get('frames_in')}↑ {fields.get('frames_out')}↓ frames")
             parts.append(f"close {fields.get('close_code')} by {fields.get('closed_by')}")
         if fields.get("outcome") != "completed":
-            parts.append(
-                str(fields.get("outcome"))
-                + (f" ({fields['cause']})" if fields.get("cause") else "")
-            )
+            outcome, cause = str(fields.get("outcome")), fields.get("cause")
+            parts.append(outcome + (f" ({cause})" if cause and cause != outcome else ""))
+        if fields.get("detail"):
+            parts.append(str(fields["detail"]))
         parts.append(_duration(fields.get("duration_ms")))
         line = "  ".join(parts)
         if fields.get("diagnosis"):

@@ -370,6 +370,23 @@ def test_console_line_for_a_person_at_a_terminal() -> None:
     assert set(line) == {"event", "level"}
 
 
+async def test_the_console_line_of_a_failure_says_why(start_proxy: StartProxy) -> None:
+    """The JSON line's detail is on the console line too; a cause that only repeats the
+    outcome is not shown twice."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    proxy = await start_proxy(f"http://127.0.0.1:{port}", upstream={"warm_connections": 0})
+    line = await logged_request(proxy)
+    assert line["detail"] == f"connection refused by 127.0.0.1:{port}"
+    shown = ExchangeLine.render(line)
+    assert re.fullmatch(
+        r"POST   /backend-api/responses → /backend-api/codex/responses  502  "
+        rf"upstream_unreachable  connection refused by 127\.0\.0\.1:{port}  \d+ ms",
+        shown,
+    ), shown
+
+
 async def test_console_format_from_the_real_command(fake: FakeUpstream) -> None:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_PATH_PROXY_")}
     process = await asyncio.create_subprocess_exec(
