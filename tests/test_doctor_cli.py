@@ -278,7 +278,7 @@ def test_fix_twice_in_one_second_keeps_both_backups(tmp_path: Path) -> None:
         f"config.toml.bak-{stamp}-1",
     ]
     assert (tmp_path / f"config.toml.bak-{stamp}").read_text() == "# mine\n"
-    assert path.read_text() == 'openai_base_url = "http://127.0.0.1:2/backend-api"\n# mine\n'
+    assert path.read_text() == '# mine\nopenai_base_url = "http://127.0.0.1:2/backend-api"\n'
 
 
 async def test_fix_with_nothing_to_edit_only_checks(

@@ -1,12 +1,17 @@
-"""The doctor's editors: JSON5 (OpenClaw) and top-level TOML strings (Codex CLI). Each
-edit must change the named key and leave every other byte of the file as it was."""
+"""The doctor's editors: JSON5 (OpenClaw) and TOML strings (Codex CLI). Each edit must
+change the named key and leave every other byte of the file as it was. Our JSON5 parser
+does not vouch for itself: the `json5` package reads every text and every edit too."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import tomllib
 from typing import Any
 
+import json5
 import pytest
 
 from proxy.doctor.findings import UnsafeEditError
@@ -37,6 +42,29 @@ PROXY = "http://127.0.0.1:8780/backend-api"
 )
 def test_parse_reads_json5(text: str, value: Any) -> None:
     assert parse(text).value == value
+    assert joined(json5.loads(text)) == value  # an independent reader agrees
+
+
+def joined(value: Any) -> Any:
+    """The json5 package keeps a \\ud83d\\ude00 escape as two surrogates, as JavaScript's
+    UTF-16 strings hold it; ours joins them into the one character they make."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16")
+    if isinstance(value, list):
+        return [joined(item) for item in value]
+    if isinstance(value, dict):
+        return {joined(key): joined(item) for key, item in value.items()}
+    return value
+
+
+def with_key(value: Any, key: tuple[str, ...], new: Any) -> Any:
+    """`value` with `key` set, the objects on the way created: what an edit should give."""
+    result = json.loads(json.dumps(value))
+    holder = result
+    for name in key[:-1]:
+        holder = holder.setdefault(name, {})
+    holder[key[-1]] = new
+    return result
 
 
 def test_parse_reads_nan() -> None:
@@ -138,7 +166,9 @@ OPENCLAW = """\
 def test_set_key_changes_only_that_key(
     before: str, key: tuple[str, ...], value: Any, after: str
 ) -> None:
-    assert set_key(before, key, value) == after
+    edited = set_key(before, key, value)
+    assert edited == after
+    assert json5.loads(edited) == with_key(json5.loads(before), key, value)
 
 
 def test_set_key_twice_keeps_the_rest_of_the_real_openclaw_shape() -> None:
@@ -150,6 +180,11 @@ def test_set_key_twice_keeps_the_rest_of_the_real_openclaw_shape() -> None:
     provider = ("models", "providers", "openai-codex")
     edited = set_key(original, (*provider, "baseUrl"), PROXY)
     edited = set_key(edited, (*provider, "request", "allowPrivateNetwork"), True)
+    assert json5.loads(edited) == with_key(
+        with_key(json5.loads(original), (*provider, "baseUrl"), PROXY),
+        (*provider, "request", "allowPrivateNetwork"),
+        True,
+    )
     expected = json.loads(original)
     expected["models"]["providers"]["openai-codex"] |= {
         "baseUrl": PROXY,
@@ -205,56 +240,107 @@ openai_base_url = "https://elsewhere.example/v1"
 @pytest.mark.parametrize(
     ("before", "key", "after"),
     [
+        # A value replaced where it stands, in its own quoting, its comment kept.
         (
             CODEX,
-            "openai_base_url",
-            CODEX.replace("'https://chatgpt.com/backend-api'", f'"{PROXY}"'),
+            ("openai_base_url",),
+            CODEX.replace("'https://chatgpt.com/backend-api'", f"'{PROXY}'"),
         ),
+        # A missing top-level key goes after the last one, before the first table.
         (
             CODEX,
-            "chatgpt_base_url",
+            ("chatgpt_base_url",),
             CODEX.replace(
                 "# the legacy form\n", f'# the legacy form\nchatgpt_base_url = "{PROXY}"\n'
             ),
         ),
-        ("# nothing yet\n", "openai_base_url", f'openai_base_url = "{PROXY}"\n# nothing yet\n'),
-        ("", "openai_base_url", f'openai_base_url = "{PROXY}"\n'),
-        ('model = "x"', "openai_base_url", f'model = "x"\nopenai_base_url = "{PROXY}"\n'),
+        # A key in a profile's table, and one added at the end of it.
+        (
+            CODEX,
+            ("profiles", "work", "openai_base_url"),
+            CODEX.replace('"https://elsewhere.example/v1"', f'"{PROXY}"'),
+        ),
+        (
+            CODEX,
+            ("profiles", "work", "chatgpt_base_url"),
+            CODEX + f'chatgpt_base_url = "{PROXY}"\n',
+        ),
+        ("# nothing yet\n", ("openai_base_url",), f'# nothing yet\nopenai_base_url = "{PROXY}"\n'),
+        ("", ("openai_base_url",), f'openai_base_url = "{PROXY}"\n'),
+        ('model = "x"', ("openai_base_url",), f'model = "x"\nopenai_base_url = "{PROXY}"\n'),
+        # Quoted, literal and multi-line forms the regular expressions refused.
         (
             '"openai_base_url" = "a"\r\nmodel = "x"\r\n',
-            "openai_base_url",
+            ("openai_base_url",),
             f'"openai_base_url" = "{PROXY}"\r\nmodel = "x"\r\n',
         ),
         (
+            'openai_base_url = """\nhttps://chatgpt.com/backend-api"""\n',
+            ("openai_base_url",),
+            f'openai_base_url = "{PROXY}"\n',
+        ),
+        ("openai_base_url = 3\n", ("openai_base_url",), f'openai_base_url = "{PROXY}"\n'),
+        (
+            "[profiles.'my work']\nmodel = 'x' # mine\n",
+            ("profiles", "my work", "chatgpt_base_url"),
+            f"[profiles.'my work']\nmodel = 'x' # mine\nchatgpt_base_url = \"{PROXY}\"\n",
+        ),
+        # CRLF line ends stay CRLF on the added line too.
+        ("a = 1\r\n", ("openai_base_url",), f'a = 1\r\nopenai_base_url = "{PROXY}"\r\n'),
+        (
             '[tui]\nopenai_base_url = "a"\n',
-            "openai_base_url",
-            f'openai_base_url = "{PROXY}"\n[tui]\nopenai_base_url = "a"\n',
+            ("openai_base_url",),
+            f'openai_base_url = "{PROXY}"\n\n[tui]\nopenai_base_url = "a"\n',
         ),
     ],
 )
-def test_set_string_changes_only_that_line(before: str, key: str, after: str) -> None:
-    assert set_string(before, key, PROXY) == after
+def test_set_string_changes_only_that_key(before: str, key: tuple[str, ...], after: str) -> None:
+    edited = set_string(before, key, PROXY)
+    assert edited == after
+    expected = tomllib.loads(before)
+    holder = expected
+    for name in key[:-1]:
+        holder = holder[name]
+    holder[key[-1]] = PROXY
+    assert tomllib.loads(edited) == expected
 
 
 @pytest.mark.parametrize(
-    ("text", "reason"),
+    ("text", "key", "reason"),
     [
         (
-            "openai_base_url = 3\n",
-            "openai_base_url is not a plain top-level string the doctor can rewrite",
+            "openai_base_url = \n",
+            ("openai_base_url",),
+            "not valid TOML: Invalid value (at line 1, column 19)",
         ),
         (
-            'openai_base_url = """\nhttps://chatgpt.com/backend-api"""\n',
-            "openai_base_url is not a plain top-level string the doctor can rewrite",
+            "profiles = 1\n",
+            ("profiles", "work", "chatgpt_base_url"),
+            "profiles is not a table in the file",
         ),
+        ("[[profiles]]\nx = 1\n", ("profiles", "x"), "profiles is not a table in the file"),
         (
-            'x = [\n  "a",\n]\n',
-            "openai_base_url is not a plain top-level string the doctor can rewrite",
+            "[profiles]\n",
+            ("profiles", "work", "chatgpt_base_url"),
+            "profiles.work is not a table in the file",
         ),
-        ("openai_base_url = \n", "not valid TOML: Invalid value (at line 1, column 19)"),
     ],
 )
-def test_set_string_refuses_what_it_cannot_do_with_certainty(text: str, reason: str) -> None:
+def test_set_string_refuses_what_it_cannot_do_with_certainty(
+    text: str, key: tuple[str, ...], reason: str
+) -> None:
     with pytest.raises(UnsafeEditError) as raised:
-        set_string(text, "openai_base_url", PROXY)
+        set_string(text, key, PROXY)
     assert str(raised.value) == reason
+
+
+def test_tomlkit_is_loaded_only_to_edit() -> None:
+    """`doctor` without --fix (and serving) never imports the editor's library."""
+    code = (
+        "import sys; import proxy.cli, proxy.doctor.run; "
+        "assert 'tomlkit' not in sys.modules; "
+        "from proxy.doctor.tomledit import set_string; set_string('', ('a',), 'b'); "
+        "assert 'tomlkit' in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (0, "")

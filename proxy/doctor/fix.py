@@ -54,8 +54,7 @@ def apply(file: str, edits: tuple[Edit, ...], *, stamp: str) -> Applied:
 def _edit(text: str, edit: Edit) -> str:
     if edit.format is Format.JSON5:
         return json5edit.set_key(text, edit.key, edit.value)
-    (key,) = edit.key
-    return tomledit.set_string(text, key, edit.value)
+    return tomledit.set_string(text, edit.key, edit.value)
 
 
 def _backup_name(path: Path, stamp: str) -> Path:

@@ -1,58 +1,55 @@
-"""Codex CLI's config.toml: set one top-level string key, every other byte unchanged.
+"""Codex CLI's config.toml: set one string key, every other key, comment and line kept.
 
-Only the one line that holds the key is rewritten (its value; a comment after it stays),
-or one line is added after the last top-level key. The result is read back with tomllib
+tomlkit (python-poetry's style-preserving TOML editor) makes the edit: a value replaced
+where it stands, in its own quoting, its comment kept; a missing key added at the end of
+its table (a top-level one before the first table). The result is read back with tomllib
 and must differ from the original in that key only; otherwise the edit is refused.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import re
 import tomllib
+from typing import Any
 
-from proxy.doctor.findings import UnsafeEditError
-
-_HEADER = re.compile(r"^[ \t]*\[", re.M)
-_KEY_LINE = re.compile(r"^[ \t]*[A-Za-z0-9_\-\"'.]+[ \t]*=", re.M)
+from proxy.doctor.findings import UnsafeEditError, dotted
 
 
-def set_string(text: str, key: str, value: str) -> str:
+def set_string(text: str, key: tuple[str, ...], value: str) -> str:
+    """`text` with `key` (a path of table names, then the key) set to `value`."""
+    # Imported here: only `doctor --fix` edits a file.
+    import tomlkit  # noqa: PLC0415
+    from tomlkit.exceptions import TOMLKitError  # noqa: PLC0415
+
     try:
         before = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UnsafeEditError(f"not valid TOML: {exc}") from None
-    expected = before | {key: value}
-    quoted = json.dumps(value)
-    line = re.compile(
-        rf"^(?P<lead>[ \t]*(?:{re.escape(key)}|\"{re.escape(key)}\")[ \t]*=[ \t]*)"
-        r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*')",
-        re.M,
-    )
-    candidates = [
-        text[: found.start("value")] + quoted + text[found.end("value") :]
-        for found in line.finditer(text)
-    ]
-    if key not in before:
-        candidates = [_insert(text, f"{key} = {quoted}")]
-    for edited in candidates:
-        try:
-            if tomllib.loads(edited) == expected:
-                return edited
-        except tomllib.TOMLDecodeError:
-            continue
-    raise UnsafeEditError(f"{key} is not a plain top-level string the doctor can rewrite")
+    expected = copy.deepcopy(before)
+    table: Any = expected
+    for depth, name in enumerate(key[:-1], 1):
+        table = table.get(name)
+        if not isinstance(table, dict):
+            raise UnsafeEditError(f"{dotted(key[:depth])} is not a table in the file")
+    table[key[-1]] = value
+    try:
+        document: Any = tomlkit.parse(text)
+        holder = document
+        for name in key[:-1]:
+            holder = holder[name]
+        holder[key[-1]] = value
+        edited = _line_ends(text, tomlkit.dumps(document))
+        unchanged = tomllib.loads(edited) == expected
+    except (TOMLKitError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        unchanged = False
+    if not unchanged:
+        raise UnsafeEditError(f"setting {dotted(key)} would change more than that key")
+    return edited
 
 
-def _insert(text: str, line: str) -> str:
-    """Add the line after the last top-level key (before the first table), or first."""
-    header = _HEADER.search(text)
-    root = text[: header.start()] if header else text
-    keys = list(_KEY_LINE.finditer(root))
-    newline = "\r\n" if "\r\n" in text else "\n"
-    if not keys:
-        return line + newline + text
-    end = text.find("\n", keys[-1].start())
-    if end < 0:
-        return text + newline + line + newline
-    return text[: end + 1] + line + newline + text[end + 1 :]
+def _line_ends(original: str, edited: str) -> str:
+    """A file whose lines all end in CRLF keeps doing so (tomlkit ends a new line in LF)."""
+    if "\r\n" in original and "\n" not in original.replace("\r\n", ""):
+        return re.sub(r"(?<!\r)\n", "\r\n", edited)
+    return edited
