@@ -14,7 +14,7 @@ import pytest
 
 from proxy import __version__
 from proxy.config import load_settings
-from proxy.doctor import environment
+from proxy.doctor import environment, render
 from proxy.doctor.baseurl import Places
 from proxy.doctor.findings import Finding, Status
 from proxy.doctor.listener import url
@@ -338,6 +338,46 @@ async def test_codex_chatgpt_base_url(world: World, value: str, status: Status) 
         assert line(found, "chatgpt_base_url").edits[0].value == world.base + "/"
 
 
+async def test_codex_profiles_chatgpt_base_url_is_checked_and_openai_base_url_named_ignored(
+    world: World,
+) -> None:
+    """Codex's profiles (codex-rs/config/src/profile_toml.rs) override chatgpt_base_url
+    but have no openai_base_url: the doctor checks the one and says the other is ignored."""
+    folder = codex_home(
+        world.home,
+        f'openai_base_url = "{world.base}"\nprofile = "work"\n\n'
+        "[profiles.work]\n"
+        'openai_base_url = "https://chatgpt.com/backend-api"\n'
+        'chatgpt_base_url = "https://chatgpt.com/"\n\n'
+        "[profiles.'my home']\n"
+        f'chatgpt_base_url = "{world.origin}/backend-api/"\n',
+    )
+    config = str(folder / "config.toml")
+    found = await world.doctor()
+    ignored = line(found, "profiles.work.openai_base_url")
+    assert (ignored.where, ignored.status, ignored.edits) == (
+        f"{config} profiles.work.openai_base_url",
+        Status.INFO,
+        (),
+    )
+    assert ignored.says == (
+        '= "https://chatgpt.com/backend-api": ignored: Codex reads openai_base_url only at the '
+        "top level (a profile may set chatgpt_base_url); to use it, set the top-level "
+        "openai_base_url"
+    )
+    wrong = line(found, "profiles.work.chatgpt_base_url")
+    assert wrong.status is Status.PROBLEM
+    assert [(e.file, e.key, e.value) for e in wrong.edits] == [
+        (config, ("profiles", "work", "chatgpt_base_url"), world.base + "/")
+    ]
+    mine = line(found, 'profiles."my home".chatgpt_base_url')
+    assert (mine.status, mine.says) == (
+        Status.OK,
+        f'= "{world.origin}/backend-api/": the ChatGPT backend through this proxy',
+    )
+    assert line(found, f"{config} openai_base_url").status is Status.OK
+
+
 async def test_codex_sign_in_never_shows_the_token_or_the_account(world: World) -> None:
     folder = codex_home(world.home, None)
     found = await world.doctor()
@@ -440,7 +480,7 @@ async def test_http_proxy_variable_without_no_proxy_sends_clients_around(world: 
         (
             UpstreamSection(),
             {"HTTPS_PROXY": "http://proxy.corp:3128"},
-            ["OPENAI_BASE_URL", "HTTP_PROXY, NO_PROXY", "HTTPS_PROXY, upstream.proxy_from_env"],
+            ["OPENAI_BASE_URL", "HTTP_PROXY, NO_PROXY", "HTTPS_PROXY"],
         ),
         (
             UpstreamSection(proxy="http://proxy.corp:3128"),
@@ -462,9 +502,11 @@ def test_an_https_proxy_variable_the_proxy_does_not_use_is_mentioned(
     assert [f.where for f in found] == wheres
     assert [f.status for f in found] == [Status.OK, Status.OK, Status.INFO][: len(wheres)]
     if len(found) == 3:
-        assert found[2].says == (
-            '= "http://proxy.corp:3128", but this proxy goes to https://chatgpt.com directly: '
-            "if only that proxy can reach it, set upstream.proxy_from_env = true"
+        # The variable holds the URL; upstream.proxy_from_env is named as the boolean it is.
+        assert render.checklist(found)[-1] == (
+            '  \u2013 HTTPS_PROXY = "http://proxy.corp:3128" is set, and upstream.proxy_from_env '
+            "is false, so this proxy goes to https://chatgpt.com directly: if only that proxy "
+            "can reach it, set upstream.proxy_from_env = true"
         )
 
 

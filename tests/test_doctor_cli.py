@@ -133,6 +133,26 @@ async def test_fix_round_trip_changes_the_named_keys_and_nothing_else(
     assert out.endswith("\nNothing is wrong.\n")
 
 
+async def test_fix_sets_a_key_inside_a_codex_profile_and_nothing_else(
+    tmp_path: Path, proxy: RunningProxy, fake: FakeUpstream
+) -> None:
+    home = tmp_path / "home"
+    base = f"http://127.0.0.1:{proxy.port}/backend-api"
+    text = (
+        f'openai_base_url = "{base}"\n\n'
+        "[profiles.'my work']  # the one at the office\n"
+        "chatgpt_base_url = 'https://chatgpt.com/'  # wrong\n"
+        'model = "gpt-5.4"\n'
+    )
+    codex = codex_home(home, text) / "config.toml"
+    code, out, err = await run_cli(
+        "doctor", "--fix", *flags(proxy, fake), environ=doctor_environ(home)
+    )
+    assert (code, err) == (0, ""), out
+    assert f'  set profiles."my work".chatgpt_base_url = "{base}/"\n' in out
+    assert codex.read_text() == text.replace("'https://chatgpt.com/'", f"'{base}/'")
+
+
 async def test_fix_leaves_a_file_it_cannot_edit_safely_and_prints_the_edit(
     tmp_path: Path, proxy: RunningProxy, fake: FakeUpstream
 ) -> None:

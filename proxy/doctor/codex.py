@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.doctor.baseurl import LIVE_PATH, PROXY_PATH, Places, Route, classify, parse
-from proxy.doctor.findings import Edit, Finding, Format, Status, shown_value
+from proxy.doctor.findings import Edit, Finding, Format, Status, dotted, shown_value
 from proxy.doctor.inputs import Inputs
 from proxy.doctor.reading import Unreadable, read_text
 from proxy.redact import marker
@@ -63,9 +63,20 @@ def read(inputs: Inputs) -> CodexState:
     )
 
 
+def profiles(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `[profiles.NAME]` tables (`codex --profile NAME`, or `profile = "NAME"`)."""
+    found = config.get("profiles")
+    if not isinstance(found, dict):
+        return {}
+    return {name: table for name, table in found.items() if isinstance(table, dict)}
+
+
 def bases(state: CodexState) -> list[str]:
     config = state.config or {}
-    return [value for key in BASE_KEYS if isinstance(value := config.get(key), str)]
+    found = [config.get(key) for key in BASE_KEYS]
+    # A profile's openai_base_url Codex does not read (see _ignored): not probed either.
+    found += [table.get("chatgpt_base_url") for table in profiles(config).values()]
+    return [value for value in found if isinstance(value, str)]
 
 
 def check(state: CodexState, places: Places, *, now: float) -> list[Finding]:
@@ -85,7 +96,13 @@ def _config(state: CodexState, places: Places) -> list[Finding]:
     config = state.config or {}
     findings = [_openai_base(path, config.get("openai_base_url"), places)]
     if "chatgpt_base_url" in config:
-        findings.append(_chatgpt_base(path, config["chatgpt_base_url"], places))
+        findings.append(_chatgpt_base(path, (), config["chatgpt_base_url"], places))
+    for name, table in profiles(config).items():
+        if "chatgpt_base_url" in table:
+            key = ("profiles", name)
+            findings.append(_chatgpt_base(path, key, table["chatgpt_base_url"], places))
+        if "openai_base_url" in table:
+            findings.append(_ignored(path, name, table["openai_base_url"]))
     return findings
 
 
@@ -104,11 +121,23 @@ def _openai_base(path: str, value: Any, places: Places) -> Finding:
         says += "; Codex posts to its /responses, which answers 403"
     elif route is Route.PROXY_SUFFIX and parse(value) and value.rstrip("/").endswith(LIVE_PATH):
         says += " (with the /codex form Codex insists on HTTPS for the workspace origin)"
-    return _set(where, path, "openai_base_url", says, places.proxy_base)
+    return _set(where, path, ("openai_base_url",), says, places.proxy_base)
 
 
-def _chatgpt_base(path: str, value: Any, places: Places) -> Finding:
-    where = f"{path} chatgpt_base_url"
+def _ignored(path: str, profile: str, value: Any) -> Finding:
+    """Codex's profiles (codex-rs/config/src/profile_toml.rs, ConfigProfile) take
+    chatgpt_base_url but not openai_base_url: there it is read as nothing at all."""
+    where = f"{path} {dotted(('profiles', profile, 'openai_base_url'))}"
+    says = (
+        f"= {shown_value(value)}: ignored: Codex reads openai_base_url only at the top level "
+        "(a profile may set chatgpt_base_url); to use it, set the top-level openai_base_url"
+    )
+    return _info(where, says)
+
+
+def _chatgpt_base(path: str, table: tuple[str, ...], value: Any, places: Places) -> Finding:
+    key = (*table, "chatgpt_base_url")
+    where = f"{path} {dotted(key)}"
     showing = f"= {shown_value(value)}"
     url = parse(value) if isinstance(value, str) else None
     route = classify(value, places) if url is not None else Route.INVALID
@@ -120,11 +149,11 @@ def _chatgpt_base(path: str, value: Any, places: Places) -> Finding:
     if route is Route.ELSEWHERE:
         return _info(where, f"{showing}: {route}, not this proxy; not checked")
     says = f"{showing}: {route} (Codex's ChatGPT calls need …/backend-api/)"
-    return _set(where, path, "chatgpt_base_url", says, places.proxy_base + "/")
+    return _set(where, path, key, says, places.proxy_base + "/")
 
 
-def _set(where: str, path: str, key: str, says: str, value: str) -> Finding:
-    edit = Edit(file=path, format=Format.TOML, key=(key,), value=value)
+def _set(where: str, path: str, key: tuple[str, ...], says: str, value: str) -> Finding:
+    edit = Edit(file=path, format=Format.TOML, key=key, value=value)
     return _problem(where, says, f"set it to {json.dumps(value)}", edit)
 
 

@@ -68,9 +68,10 @@ def _upstream_proxy(inputs: Inputs, upstream: UpstreamSection) -> list[Finding]:
     found = proxy_from_environ(upstream.url, inputs.proxy_environ)
     if found is None or upstream.proxy or upstream.proxy_from_env:
         return []
+    # Said as a sentence: the variable holds the URL, upstream.proxy_from_env a boolean.
     says = (
-        f"= {json.dumps(shown(found[1]))}, but this proxy goes to {upstream.url} directly: "
-        "if only that proxy can reach it, set upstream.proxy_from_env = true"
+        f"= {json.dumps(shown(found[1]))} is set, and upstream.proxy_from_env is false, so "
+        f"this proxy goes to {upstream.url} directly: if only that proxy can reach it, set "
+        "upstream.proxy_from_env = true"
     )
-    where = f"{found[0]}, upstream.proxy_from_env"
-    return [Finding(area=AREA, status=Status.INFO, where=where, says=says)]
+    return [Finding(area=AREA, status=Status.INFO, where=found[0], says=says)]
