@@ -14,7 +14,29 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from proxy import printable
 from proxy.redact import redact_text
+
+# Values structlog or the standard library put in a line for the processors after them.
+_OWN_KEYS = frozenset({"exc_info", "stack_info"})
+
+
+def printable_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """First, for both formats: every string a peer may have chosen (any, in any value)
+    escaped where not printable and capped (proxy.printable)."""
+    # Every line passes here (the canonical line too): the common values, short printable
+    # strings and numbers, cost a type check each.
+    limit = printable.LIMIT
+    for key, item in event_dict.items():
+        kind = type(item)
+        if kind is str:
+            if len(item) > limit or not item.isprintable():
+                event_dict[key] = printable.text(item)
+        elif (kind is dict or kind is list or kind is tuple) and key not in _OWN_KEYS:
+            event_dict[key] = printable.value(item)
+        elif isinstance(item, str):
+            event_dict[key] = printable.text(str(item))
+    return event_dict
 
 
 def redact_rendered(_: WrappedLogger, __: str, line: Any) -> str:
@@ -127,9 +149,9 @@ class LineWriter:
 
 class JSONLines:
     """The short way for the one line every exchange writes: the same JSON the configured
-    processors would render (fields, event, level, timestamp; credentials masked after
-    rendering), without structlog's per-call machinery, which cost about seven times
-    the rendering itself. Taken only while the processors are the ones
+    processors would render (fields made printable, event, level, timestamp; credentials
+    masked after rendering), without structlog's per-call machinery, which cost about
+    seven times the rendering itself. Taken only while the processors are the ones
     configure_logging set (capture_logs swaps them in place: then structlog's way)."""
 
     def __init__(self) -> None:
@@ -150,7 +172,12 @@ class JSONLines:
         fields["event"] = event
         fields["level"] = level
         fields["timestamp"] = self._now()
-        writer.msg(redact_text(_dumps(fields)))
+        line = _dumps(fields)
+        # What printable_values would change shows in the rendered line: a line within
+        # the limit, in ASCII, with no escape and no DEL, has nothing to escape or cut.
+        if len(line) > printable.LIMIT or not line.isascii() or "\\" in line or "\x7f" in line:
+            line = _dumps(printable_values(None, level, fields))
+        writer.msg(redact_text(line))
         return True
 
     def _now(self) -> str:
@@ -178,6 +205,7 @@ def configure_logging(level: str, log_format: str, stream: TextIO | None = None)
         else structlog.processors.JSONRenderer(serializer=_dumps)
     )
     shared: list[Processor] = [
+        printable_values,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -1,0 +1,247 @@
+"""What a hostile peer can put in a log line: terminal escapes come out escaped and long
+values come out cut, in the console format and in JSON alike, from the real command
+(issue 26, items 8 and 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import signal
+import struct
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp import web
+
+from proxy import printable
+from proxy.log import JSONLines, configure_logging
+from tests.fake_upstream import FakeUpstream
+from tests.harness import raw_request
+
+# Clears the screen and turns the rest red; a C1 CSI (U+009B) does the same in one
+# character on some terminals; U+2028 ends a line for some readers; U+202E reverses text.
+ESCAPES = "\x1b[2J\x1b[1;31mowned\u2028\u009b31m\u202etxt.exe"
+SHOWN = "\\x1b[2J\\x1b[1;31mowned\\u2028\\x9b31m\\u202etxt.exe"
+RAW = [b"\x1b", "\u2028".encode(), "\u009b".encode(), "\u202e".encode()]
+LONG = 60 * 1024
+ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+@dataclass
+class Running:
+    process: asyncio.subprocess.Process
+    port: int
+
+
+@asynccontextmanager
+async def proxy_process(upstream: str, log_format: str) -> AsyncIterator[Running]:
+    """The real command with `--log-format`; its stderr is read once it has stopped."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_PATH_PROXY_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "--port",
+        "0",
+        "--upstream",
+        upstream,
+        "--log-format",
+        log_format,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(20):
+            first = (await process.stderr.readline()).decode()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", first)
+        assert found is not None, first
+        yield Running(process, int(found.group(1)))
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+async def stop(running: Running) -> bytes:
+    """SIGTERM, then every byte the proxy wrote to stderr after its first line."""
+    assert running.process.stderr is not None
+    running.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        rest = await running.process.stderr.read()
+        await running.process.wait()
+    return rest
+
+
+def accept(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + ACCEPT_GUID).encode()).digest()).decode()
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+async def test_terminal_escapes_from_peers_are_written_escaped(
+    fake: FakeUpstream, log_format: str
+) -> None:
+    """An event type, a request id (U+009B is a valid header byte pair) and a stream
+    that ends without response.completed, naming that event type in its diagnosis."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        assert request.transport is not None
+        event = f"event: {ESCAPES}\ndata: {{}}\n\n".encode()
+        request.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"x-request-id: req\xc2\x9b31m\r\n"
+            + f"Content-Length: {len(event)}\r\n\r\n".encode()
+            + event
+        )
+        await request.content.read()
+        return web.Response()  # never sent: the answer above is the whole response
+
+    fake.handler = answer
+    async with proxy_process(fake.url, log_format) as running:
+        answered = await raw_request(
+            running.port,
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+        assert answered.startswith(b"HTTP/1.1 200 ")
+        written = await stop(running)
+    for raw in RAW:
+        assert raw not in written
+    text = written.decode()
+    if log_format == "json":
+        [line] = [json.loads(row) for row in text.splitlines() if '"event":"request"' in row]
+        assert line["last_event"] == SHOWN
+        assert line["upstream_request_id"] == "req\\x9b31m"
+        assert line["diagnosis"].endswith(f"(last: {SHOWN})")
+    else:
+        assert f"without response.completed (last: {SHOWN})" in text
+
+
+async def test_long_peer_values_are_cut_and_say_so(fake: FakeUpstream) -> None:
+    """60 KB upstream ids and quota values, and a 60 KB
+    WebSocket close reason (RFC 6455 allows 123 bytes) each make a bounded line."""
+    stream = b"event: response.created\ndata: {}\n\n"
+    key = base64.b64encode(os.urandom(16)).decode()
+    reason = b"r" * LONG
+    close = b"\x88\x7f" + struct.pack("!Q", 2 + len(reason)) + struct.pack("!H", 1000) + reason
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        assert request.transport is not None
+        if request.headers.get("Upgrade"):
+            request.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n"
+                + f"Sec-WebSocket-Accept: {accept(key)}\r\n\r\n".encode()
+                + close
+            )
+            request.transport.close()
+            return web.Response()
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "x-request-id": "i" * LONG,
+                "x-codex-primary-used-percent": "q" * LONG,
+            }
+        )
+        await response.prepare(request)
+        await response.write(stream)
+        return response
+
+    fake.handler = answer
+    async with proxy_process(fake.url, "json") as running:
+        await raw_request(
+            running.port,
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+        upgrade = (
+            "GET /backend-api/responses HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+            f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+        )
+        await raw_request(running.port, upgrade.encode())
+        written = await stop(running)
+    rows = written.decode().splitlines()
+    lines = {line["event"]: line for line in map(json.loads, rows)}
+    assert max(map(len, rows)) < 16 * 1024
+    cut = f"… [{LONG:,} characters]"
+    request, websocket = lines["request"], lines["websocket"]
+    assert request["upstream_request_id"] == "i" * printable.LIMIT + cut
+    assert request["quota"]["x-codex-primary-used-percent"] == "q" * printable.LIMIT + cut
+    # Cut to what RFC 6455 allows where it is read (the frame tap), or here.
+    assert websocket["close_reason"].startswith("r" * 100)
+    assert len(websocket["close_reason"]) <= printable.LIMIT + len(cut)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("plain", "plain"),
+        ("tab\there", "tab\\x09here"),
+        ("\x7f\x85\u200f", "\\x7f\\x85\\u200f"),
+        ("\U000e0041", "\\U000e0041"),
+        ("héllo wörld 日本", "héllo wörld 日本"),
+    ],
+)
+def test_printable_text(value: str, shown: str) -> None:
+    assert printable.text(value) == shown
+
+
+def test_printable_values_at_any_depth_and_bounded_in_number() -> None:
+    nested = {"k\x1b": ["\x1b"] * (printable.ITEMS + 3), "n": 1, "t": ("a", None)}
+    assert printable.value(nested) == {
+        "k\\x1b": ["\\x1b"] * printable.ITEMS + ["… 3 more"],
+        "n": 1,
+        "t": ["a", None],
+    }
+    many = {str(n): n for n in range(printable.ITEMS + 1)}
+    assert printable.value(many) == {**{str(n): n for n in range(printable.ITEMS)}, "…": "1 more"}
+    # Cut after masking: half a credential is never left to be recognised.
+    token = "Bearer " + "A1" * printable.LIMIT
+    assert printable.text(token).startswith("Bearer [redacted #")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"path": "/a\x1bb", "quota": {"x-codex-a": "\u2028"}},
+        {"upstream_request_id": "i" * (printable.LIMIT + 1)},
+        {"diagnosis": 'a "quoted" back\\slash and é'},
+        {"detail": "del\x7f"},
+    ],
+)
+def test_the_canonical_line_s_short_way_writes_what_the_processors_would(
+    extra: dict[str, Any],
+) -> None:
+    """JSONLines renders the canonical line without structlog's machinery: the same line
+    as the configured processors, escaped and cut alike."""
+    saved, handlers = structlog.get_config(), logging.getLogger().handlers[:]
+    stream = io.StringIO()
+    try:
+        configure_logging("info", "json", stream)
+        fields = {"method": "GET", "path": "/x", "status": 200, "usage": {"n": 1}, **extra}
+        assert JSONLines().write("info", "request", dict(fields))
+        structlog.get_logger("proxy.request").info("request", **fields)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        short, processed = (json.loads(line) for line in stream.getvalue().splitlines())
+    finally:
+        structlog.configure(**saved)
+        logging.getLogger().handlers[:] = handlers
+    for line in (short, processed):
+        del line["timestamp"]
+    assert short == processed
+    assert "\x1b" not in json.dumps(short, ensure_ascii=False)
