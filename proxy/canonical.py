@@ -160,7 +160,9 @@ class DebugLog(CanonicalLog):
             # Imported here: its decoders (zstd, brotli) load only when bodies are logged.
             from proxy.capture import excerpt  # noqa: PLC0415
 
-            secrets = redact.secret_values([*exchange.request_headers, *exchange.response_headers])
+            secrets = redact.secret_values(
+                [*exchange.request_headers, *exchange.response_headers], exchange.target
+            )
             self.log.debug(
                 "bodies",
                 request_id=exchange.request_id,

@@ -114,7 +114,9 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
     request_type = exchange.request_header("Content-Type") or ""
     response_type = exchange.response_header("Content-Type") or ""
     wait = exchange.headers_ms or 0.0
-    secrets = redact.secret_values([*exchange.request_headers, *exchange.response_headers])
+    secrets = redact.secret_values(
+        [*exchange.request_headers, *exchange.response_headers], exchange.target
+    )
     total = exchange.duration_ms or 0.0
     host = (URL(upstream).host_port_subcomponent or upstream).encode()
     entry: dict[str, Any] = {

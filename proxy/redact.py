@@ -12,6 +12,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote
 
 # Header values safe to show: they identify clients and exchanges, never a person or a
 # credential. Anything not listed is redacted.
@@ -111,9 +112,12 @@ def headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, header_value(name, value)) for name, value in pairs]
 
 
-def secret_values(pairs: Iterable[tuple[str, str]]) -> list[str]:
-    """The secrets this exchange's headers carry, to mask wherever else they turn up."""
+def secret_values(pairs: Iterable[tuple[str, str]], target: str = "") -> list[str]:
+    """The secrets an exchange carries, to mask by value wherever else they turn up (a
+    body, an event, a curl command): its headers' and its target's query parameters'."""
     found: set[str] = set()
+    for _, value in query_secrets(target):
+        found.update((value, unquote(value)))
     for name, value in pairs:
         if header_value(name, value) == value:
             continue
@@ -136,6 +140,17 @@ def mask_known(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def query_secrets(target: str) -> list[tuple[str, str]]:
+    """The query parameters of a target named like credentials, with a value: name, value."""
+    query = target.partition("?")[2]
+    found = []
+    for param in query.split("&") if query else ():
+        name, equals, value = param.partition("=")
+        if _secret_param(name, equals, value):
+            found.append((name, value))
+    return found
+
+
 def redact_target(target: str) -> str:
     """The request target with credential-like query values masked."""
     path, mark, query = target.partition("?")
@@ -144,9 +159,12 @@ def redact_target(target: str) -> str:
     params = []
     for param in query.split("&"):
         name, equals, value = param.partition("=")
-        secret = equals and value and _SECRET_PARAM.search(name)
-        params.append(f"{name}={marker(value)}" if secret else param)
+        params.append(f"{name}={marker(value)}" if _secret_param(name, equals, value) else param)
     return redact_text(path + mark + "&".join(params))
+
+
+def _secret_param(name: str, equals: str, value: str) -> bool:
+    return bool(equals and value and _SECRET_PARAM.search(name))
 
 
 def redact_text(text: str) -> str:

@@ -31,21 +31,31 @@ FIRST = ("model", "tools", "tool_choice", "stream", "input", "instructions")
 def fold(value: Any, *, limit: int, secrets: Sequence[str] = ()) -> Any:
     """The JSON value as it may be shown: strings redacted, blobs summarised, long ones cut."""
     if isinstance(value, str):
-        summary = blobs.summary(value)
-        if summary is not None:
-            return summary
-        shown = redact.mask_known(redact.redact_text(value), secrets)
-        if len(shown) > limit:
-            return f"{shown[:limit]}… [{len(shown):,} characters]"
-        return shown
+        return _fold_text(value, limit, secrets)
     if isinstance(value, dict):
         return {
-            redact.redact_text(str(key)): fold(item, limit=limit, secrets=secrets)
+            redact.mask_known(redact.redact_text(str(key)), secrets): fold(
+                item, limit=limit, secrets=secrets
+            )
             for key, item in value.items()
         }
     if isinstance(value, list):
         return [fold(item, limit=limit, secrets=secrets) for item in value]
+    if secrets and isinstance(value, int | float) and not isinstance(value, bool):
+        # An account id sent as a number is as secret as the header that carried it.
+        written = str(value)
+        return redact.marker(written) if written in secrets else value
     return value
+
+
+def _fold_text(value: str, limit: int, secrets: Sequence[str]) -> str:
+    summary = blobs.summary(value)
+    if summary is not None:
+        return summary
+    shown = redact.mask_known(redact.redact_text(value), secrets)
+    if len(shown) > limit:
+        return f"{shown[:limit]}… [{len(shown):,} characters]"
+    return shown
 
 
 def dumps(value: Any) -> bytes:

@@ -1,8 +1,11 @@
 """An exchange's request as a curl command against the proxy, credentials as placeholders.
 
-Every header the page would show redacted becomes a shell variable (`$TOKEN` for the
-bearer credential, `$ACCOUNT_ID` for the account, `$NAME` for any other), so the command
-can be shared as it is and run with `TOKEN=… ACCOUNT_ID=…` set. The body goes as it was
+Every header the page would show redacted, or whose value holds one of the exchange's
+secrets, becomes a shell variable (`$TOKEN` for the bearer credential, `$ACCOUNT_ID` for
+the account, `$NAME` for any other), and so does every query parameter the log masks
+(`?access_token=$ACCESS_TOKEN`), so the command can be shared as it is and run with
+`TOKEN=… ACCOUNT_ID=…` set. The rest of the URL is masked as the log's `path` is. The
+body goes as it was
 sent, byte for byte (a compressed one through `base64 -d`), unless it holds a credential:
 then it is left out and the command says why.
 """
@@ -50,9 +53,8 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _header(name: str, value: str) -> str:
-    shown = redact.header_value(name, value)
-    if shown == value:
+def _header(name: str, value: str, secrets: Sequence[str]) -> str:
+    if redact.header_value(name, value) == value and redact.mask_known(value, secrets) == value:
         return f"-H {quote(f'{name}: {value}')}"
     variable = placeholder(name)
     scheme = ""
@@ -64,6 +66,30 @@ def _header(name: str, value: str) -> str:
 
 def _double(text: str) -> str:
     return re.sub(r'(["$`\\])', r"\\\1", text)
+
+
+def _url(url: str, secrets: Sequence[str], taken: set[str]) -> str:
+    """The URL as one shell word: each credential in its query a variable (one not
+    `taken` by a header's), anything else shaped like one, or a known secret, masked."""
+
+    def shown(text: str) -> str:
+        return redact.mask_known(redact.redact_text(text), secrets)
+
+    hidden = redact.query_secrets(url)
+    if not hidden:
+        return quote(shown(url))
+    base, _, query = url.partition("?")
+    params = []
+    for param in query.split("&"):
+        name, _, value = param.partition("=")
+        if (name, value) not in hidden:
+            params.append(_double(shown(param)))
+            continue
+        variable = placeholder(name)
+        if variable in taken:
+            variable += "_QUERY"
+        params.append(f"{_double(shown(name))}=${variable}")
+    return f'"{_double(shown(base))}?{"&".join(params)}"'
 
 
 def command(
@@ -95,9 +121,10 @@ def command(
     first = ["curl", "-sS", "-N"]
     if method != "POST" or not data:
         first += ["-X", quote(method)]
-    first.append(quote(url))
+    sent = [(name, value) for name, value in headers if name.lower() not in _OWN]
+    first.append(_url(url, secrets, {placeholder(name) for name, _ in sent}))
     lines = [" ".join(first)]
-    lines += [_header(name, value) for name, value in headers if name.lower() not in _OWN]
+    lines += [_header(name, value, secrets) for name, value in sent]
     if data:
         lines.append(" ".join(data))
     joined = pipe + " \\\n  ".join(lines)

@@ -58,6 +58,7 @@ class Kept(Watcher):
         # while it runs, its request's and response's once it ended.
         self._exchange: Exchange | None = exchange
         self._headers: list[list[tuple[str, str]]] = []
+        self._target = exchange.target
         self._secrets: list[str] | None = None
         self.answer = Answer()
         # Each event's data as it came, or folded and redacted JSON where its position is
@@ -76,13 +77,15 @@ class Kept(Watcher):
 
     @property
     def secrets(self) -> list[str]:
-        """The credentials the exchange's headers carry, longest first, to mask anywhere."""
+        """The credentials the exchange's headers and query carry, longest first, to mask
+        anywhere."""
         if self._secrets is None:
             headers = self._headers
             if self._exchange is not None:
                 headers = [self._exchange.request_headers]
-            found = {value for pairs in headers for value in redact.secret_values(pairs)}
-            self._secrets = sorted(found, key=len, reverse=True)
+            self._secrets = redact.secret_values(
+                [pair for pairs in headers for pair in pairs], self._target
+            )
         return self._secrets
 
     # As it passes.
