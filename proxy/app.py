@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 
 from proxy import __version__
 from proxy.canonical import CanonicalLog, DebugLog
+from proxy.connector import Connector, Origin
 from proxy.control import Control
 from proxy.exchange import Observer, Observers
 from proxy.lifecycle import Lifecycle
 from proxy.listener import Listener
 from proxy.metrics import Metrics
-from proxy.pool import Origin, Pool
+from proxy.pool import Pool
 from proxy.rules import rewrite
 from proxy.settings import Settings, redact_url
 
@@ -78,13 +79,14 @@ def create_proxy(
         ),
         keepalive_timeout=settings.limits.keepalive_timeout,
     )
+    connector = Connector(settings.upstream, origin=origin)
     listener = Listener(
         settings,
         origin=origin,
-        pool=Pool(settings, origin=origin),
+        pool=Pool(settings.upstream, connector=connector),
         observers=Observers(observers),
         control=control,
-        tunnels=tunnels,
+        sessions=tunnels,
     )
     return listener, lifecycle
 

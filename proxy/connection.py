@@ -1,48 +1,54 @@
-"""One client connection: its bytes parsed by llhttp, its requests answered in order.
+"""One client connection: its bytes read into requests, its requests answered in order.
 
-llhttp (through httptools) hands over the raw target and each header name and value
-as sent; the callbacks below only record. When a head is complete it becomes a relay
-(a request to forward) or a control request (the proxy's own `/_proxy` endpoints),
-started once every request before it on the connection has been answered. Strict
-llhttp refuses the smuggling shapes; head sizes are counted here, since llhttp has no
-limit of its own. A request head must arrive within `limits.header_timeout`; an idle
-kept-alive connection is closed after `limits.keepalive_timeout`.
+The connection reads in named phases (a head, a body, bytes held after an upgrade,
+bytes drained before closing, a tunnel), whatever the reads: framing.py finds where each
+message ends and llhttp parses exactly its bytes. A complete head becomes a relay (a
+request to forward) or a control request (the proxy's own `/_proxy` endpoints), started
+once every request before it on the connection has been answered; the body's bytes go to
+the request they belong to, as the client framed them. A head must arrive within
+`limits.header_timeout`, a body must not stall for `limits.body_timeout`, an idle
+kept-alive connection is let go after `limits.keepalive_timeout`, and a closing one that
+will not finish is aborted: all on the route's one deadline timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import structlog
-from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from proxy.failures import Failure, error_response
-from proxy.forward import Head
-from proxy.headers import RawPairs
+from proxy.flow import BACKPRESSURE, WAITING, FlowControl, keepalive_probes, reset_connection
+from proxy.forward import Head, malformed
+from proxy.framing import Body, FramingError, HeadTooLargeError, LineTooLongError, Message, Phase
 from proxy.relay import Relay
 
 if TYPE_CHECKING:
-    from proxy.listener import Listener
+    from proxy.control import Control
+    from proxy.route import Route
     from proxy.tunnel import Tunnel
 
 # The reserved prefix: answered by the proxy itself, never forwarded.
 PREFIX = b"/_proxy"
-# More header lines than this in one head: 431.
-MAX_HEADERS = 128
-# Closing while the client may still be sending: read and drop what it sends for this
-# long first, or the kernel answers its bytes with a reset that can destroy the answer.
+# Closing while the client may still be sending, or while it has not read the answer:
+# what it sends is read and dropped for this long, then the connection is aborted. (A
+# close on unread bytes makes the kernel answer with a reset that can destroy the answer.)
 LINGER_SECONDS = 5.0
 
-# Why reading from the client is paused (any of them keeps it paused).
-BACKPRESSURE = 1  # the upstream (or the control plane) cannot take more yet
-WAITING = 2  # the request's upstream connection is not ready, or a request waits its turn
 
-# What the connection's one timer is waiting for.
-_NOTHING = 0
-_HEAD = 1
-_IDLE = 2
+class HeadRefusedError(FramingError):
+    """A head read whole, and unfit to be a request (a missing or repeated Host)."""
+
+
+class Reading(enum.Enum):
+    HEAD = "head"  # a request head, or the wait for one
+    BODY = "body"  # a request's body
+    HELD = "held"  # after an upgrade request: bytes held until the upstream answers
+    DRAINING = "draining"  # no more requests: bytes are read and dropped
+    TUNNEL = "tunnel"  # a WebSocket session
 
 
 class Request(Protocol):
@@ -51,10 +57,12 @@ class Request(Protocol):
     started: bool
     finished: bool
     keep_alive: bool
+    # Forwarded upstream (a relay), or answered by the proxy itself (a control request).
+    forwarded: bool
 
     def start(self) -> None: ...
 
-    def body(self, piece: bytes) -> None: ...
+    def body(self, raw: bytes, pieces: list[bytes]) -> None: ...
 
     def body_complete(self) -> None: ...
 
@@ -66,16 +74,21 @@ class Request(Protocol):
 
     def fail(self, failure: Failure, message: str) -> None: ...
 
+    def decline(self, failure: Failure, message: str) -> None: ...
+
     def client_write_paused(self) -> None: ...
 
     def client_write_resumed(self) -> None: ...
 
 
-class _RefusedError(Exception):
-    def __init__(self, failure: Failure, message: str) -> None:
-        super().__init__(message)
-        self.failure = failure
-        self.message = message
+class Registry(Protocol):
+    """The listener's side: the connection limit and the shutdown."""
+
+    closing: bool
+
+    def admit(self, connection: ClientConnection) -> bool: ...
+
+    def discard(self, connection: ClientConnection) -> None: ...
 
 
 def reserved(target: bytes) -> bool:
@@ -87,105 +100,95 @@ def reserved(target: bytes) -> bool:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "_began_at",
-        "_deadline",
-        "_fed",
-        "_fed_before",
-        "_headers",
+        "_expires",
         "_held",
-        "_in_head",
-        "_lingering",
-        "_mid_message",
-        "_paused",
+        "_last_read",
+        "_message",
+        "_reading",
         "_refusal",
-        "_timer",
-        "_timer_at",
-        "_url",
-        "_waiting_for",
         "closed",
-        "listener",
-        "loop",
-        "parser",
-        "parsing",
+        "control",
+        "flow",
+        "idle_since",
         "peer",
+        "phase",
+        "registry",
         "requests",
+        "route",
         "transport",
         "tunnel",
     )
 
-    def __init__(self, listener: Listener) -> None:
-        self.listener = listener
-        self.loop = listener.loop
+    def __init__(self, route: Route, control: Control, registry: Registry) -> None:
+        self.route = route
+        self.control = control
+        self.registry = registry
         self.transport: asyncio.Transport = None  # type: ignore[assignment] # set at once
+        self.flow: FlowControl = None  # type: ignore[assignment] # set at once
         self.peer: str | None = None
-        self.parser = HttpRequestParser(self)
+        self.phase = Reading.HEAD
         # Requests in order: the first is being answered, the rest wait their turn.
         self.requests: deque[Request] = deque()
-        # The request whose body llhttp is reading.
-        self.parsing: Request | None = None
+        # The message being read, and the request whose body it is.
+        self._message: Message | None = None
+        self._reading: Request | None = None
         self.tunnel: Tunnel | None = None
         self.closed = False
-        self._url = b""
-        self._headers: RawPairs = []
-        self._in_head = True
-        self._mid_message = False
-        self._lingering = False
-        # Bytes fed to the parser: in all, before the current read, and before the read in
-        # which the current head began. A head spans at most _fed - _began_at bytes.
-        self._fed = 0
-        self._fed_before = 0
-        self._began_at = 0
-        self._paused = 0
         # Bytes after an upgrade request, held until the upstream answers it.
-        self._held: bytearray | None = None
+        self._held: list[bytes] = []
         # A malformed request's answer, written once the requests before it are answered.
         self._refusal: bytes | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._deadline = 0.0
-        self._waiting_for = _NOTHING
+        # Timing (see deadline): when the connection went idle (None: busy), when the last
+        # body byte came, and the deadline of whatever else is timed (a head, closing).
+        self.idle_since: float | None = None
+        self._last_read = 0.0
+        self._expires: float | None = None
 
     # --- asyncio's callbacks.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        listener = self.listener
-        if len(listener.connections) >= listener.max_connections:
-            listener.refuse()
-            self.closed = True
-            self.transport.abort()
-            return
-        listener.connections.add(self)
-        # A request is coming: the upstream connection opens while its head arrives.
-        listener.pool.ahead_of_request()
+        self.flow = FlowControl(self.transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else None
-        self._expect(_HEAD, listener.header_timeout)
+        route = self.route
+        if not self.registry.admit(self):
+            self._refuse_for_room()
+            return
+        # A request is coming: the upstream connection opens while its head arrives.
+        route.pool.ahead_of_request()
+        # Idle (room may be made by closing it) until its first request begins, which
+        # must be within limits.header_timeout.
+        self.idle_since = now = route.loop.time()
+        self._expires = now + route.limits.header_timeout
+        route.deadlines.watch(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return
-        if self.tunnel is not None:
+        phase = self.phase
+        if phase is Reading.TUNNEL:
+            assert self.tunnel is not None
             self.tunnel.client_data(data)
             return
-        if self._held is not None:
-            self._held += data
+        if phase is Reading.DRAINING:
             return
-        self._fed_before = self._fed
-        self._fed += len(data)
-        if self._in_head and self._fed - self._began_at > self.listener.max_head_size:
-            # llhttp itself sets no bound on a head; this keeps what it gathers bounded.
-            self._reject(
-                Failure.HEADERS_TOO_LARGE,
-                "the request head is larger than the limits allow",
-            )
+        if phase is Reading.HELD:
+            self._held.append(data)
             return
+        at, end = 0, len(data)
         try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade as upgrade:
-            self._upgrade_requested(data[upgrade.args[0] :])
-        except HttpParserError as exc:
+            while at < end:
+                if phase is Reading.HEAD:
+                    at = self._read_head(data, at)
+                elif phase is Reading.BODY:
+                    at = self._read_body(data, at)
+                elif phase is Reading.HELD:
+                    self._held.append(data[at:])
+                    break
+                else:
+                    break
+                phase = self.phase
+        except FramingError as exc:
             self._malformed(exc)
             return
         self._after_read()
@@ -195,121 +198,144 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.listener.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.flow.closed = True
+        self.registry.discard(self)
+        self.route.deadlines.unwatch(self)
         if self.tunnel is not None:
             self.tunnel.client_lost()
         for request in list(self.requests):
             request.client_lost()
         self.requests.clear()
+        self._held.clear()
 
     def pause_writing(self) -> None:
+        self.flow.writing_paused = True
         if self.tunnel is not None:
             self.tunnel.client_write_paused()
         elif self.requests:
             self.requests[0].client_write_paused()
 
     def resume_writing(self) -> None:
+        self.flow.writing_paused = False
         if self.tunnel is not None:
             self.tunnel.client_write_resumed()
         elif self.requests:
             self.requests[0].client_write_resumed()
 
-    # --- llhttp's callbacks: they only record.
+    # --- Reading requests.
 
-    def on_message_begin(self) -> None:
-        self._mid_message = True
-        self.parsing = None
-        self._url = b""
-        self._headers = []
-        self._in_head = True
-        self._began_at = self._fed_before
-        self._expect(_HEAD, self.listener.header_timeout)
-
-    def on_url(self, url: bytes) -> None:
-        self._url = self._url + url if self._url else url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def _check_head_size(self) -> None:
-        """limits.max_header_size for the target and each header line, 128 lines at most.
-        A head that arrived in fewer bytes than the limit needs no line measured."""
-        limit = self.listener.max_header_size
-        if len(self._headers) > MAX_HEADERS:
-            raise _RefusedError(Failure.HEADERS_TOO_LARGE, "the request has too many header fields")
-        if self._fed - self._began_at <= limit:
-            return
-        if len(self._url) > limit:
-            raise _RefusedError(
-                Failure.URI_TOO_LONG, "the request target is longer than limits.max_header_size"
+    def _read_head(self, data: bytes, at: int) -> int:
+        message = self._message
+        if message is None:
+            limits = self.route.limits
+            message = self._message = Message(
+                request=True, head_limit=limits.max_head_size, line_limit=limits.max_header_size
             )
-        if any(len(name) + len(value) > limit for name, value in self._headers):
-            raise _RefusedError(
-                Failure.HEADERS_TOO_LARGE,
-                "a request header line is longer than limits.max_header_size",
-            )
+        stop = message.read_head(data, at)
+        if stop < 0:
+            if message.head_size and self.idle_since is not None:
+                # A head has begun: it must be complete within limits.header_timeout.
+                self.idle_since = None
+                self._expires = self.route.loop.time() + self.route.limits.header_timeout
+            return len(data)
+        self._head_read(message)
+        return stop
 
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._waiting_for = _NOTHING
-        self._check_head_size()
-        parser = self.parser
+    def _head_read(self, message: Message) -> None:
+        parser = message.parser
         head = Head.read(
-            parser.get_method(),
-            self._url,
+            message.method,
+            message.url,
             parser.get_http_version(),
-            self._headers,
-            keep_alive=parser.should_keep_alive(),
-            upgrade=parser.should_upgrade(),
+            message.headers,
+            keep_alive=message.keep_alive,
+            upgrade=message.upgrade,
         )
-        if head.version == "1.1" and not head.host:
-            raise _RefusedError(Failure.BAD_REQUEST, "an HTTP/1.1 request must carry a Host header")
+        self.idle_since = None
+        self._expires = None
+        problem = malformed(head)
+        if problem is not None:
+            raise HeadRefusedError(problem)
         request: Request
         if reserved(head.target):
             from proxy.control import ControlRequest  # noqa: PLC0415 - rarely needed
 
-            request = ControlRequest(self, head)
+            request = ControlRequest(self, head, self.control)
         else:
-            request = Relay(self, head)
+            request = Relay(self.route, self, head)
         self.requests.append(request)
-        self.parsing = request
+        if head.websocket or head.method == b"CONNECT":
+            # What follows is for the upstream's answer to decide: a new protocol, or
+            # (refused) the next request.
+            self._message = None
+            request.body_complete()
+            self.phase = Reading.HELD
+            self.flow.pause_reading(WAITING)
+            return
+        if head.chunked:
+            message.frame(Body.CHUNKED)
+        else:
+            message.frame(Body.LENGTH, head.length or 0)
+        if message.phase is Phase.DONE:
+            self._message_done(request, head.keep_alive)
+        else:
+            self._reading = request
+            self._last_read = self.route.loop.time()
+            self.phase = Reading.BODY
 
-    def on_body(self, body: bytes) -> None:
-        parsing = self.parsing
-        if parsing is not None:
-            parsing.body(body)
+    def _read_body(self, data: bytes, at: int) -> int:
+        message, request = self._message, self._reading
+        assert message is not None
+        assert request is not None
+        pieces: list[bytes] = []
+        stop = message.read_body(data, at, pieces)
+        self._last_read = self.route.loop.time()
+        request.body(data if not at and stop == len(data) else data[at:stop], pieces)
+        if message.phase is Phase.DONE:
+            self._reading = None
+            self._message_done(request, request.keep_alive)
+        return stop
 
-    def on_message_complete(self) -> None:
-        self._mid_message = False
-        parsing = self.parsing
-        if parsing is not None:
-            parsing.body_complete()
+    def _message_done(self, request: Request, keep_alive: bool) -> None:
+        self._message = None
+        request.body_complete()
+        # A request the connection ends with: what the client sends after it is not read
+        # (RFC 9112 §9.6).
+        self.phase = Reading.HEAD if keep_alive else Reading.DRAINING
 
     # --- Moving requests along.
 
     def _after_read(self) -> None:
-        parsing = self.parsing
-        if parsing is not None and parsing.started and not parsing.finished:
-            parsing.flush_request()
-        self._advance()
         requests = self.requests
-        if len(requests) > 1 or (self._held is not None and requests):
+        if requests:
+            first = requests[0]
+            if first.started and not first.finished:
+                first.flush_request()
+        self._advance()
+        if len(requests) > 1 or (self.phase is Reading.HELD and requests):
             # A request waits its turn: read no further until it comes.
-            self.pause_reading(WAITING)
+            self.flow.pause_reading(WAITING)
 
     def _advance(self) -> None:
         requests = self.requests
         while requests and not requests[0].started and not self.closed:
             request = requests[0]
+            if self.registry.closing and request.forwarded:
+                self._shutting_down(request)
+                return
             request.start()
             if not request.finished:
                 request.flush_request()
                 return
 
-    def relay_done(self, request: Request) -> None:
+    def _shutting_down(self, request: Request) -> None:
+        """The proxy is shutting down: no new exchange starts; a request is told so."""
+        request.keep_alive = False
+        request.decline(
+            Failure.SHUTTING_DOWN, "the proxy is shutting down: send this request again"
+        )
+
+    def request_done(self, request: Request) -> None:
         """A request was answered (or refused): the next may go, or the connection ends."""
         requests = self.requests
         if requests and requests[0] is request:
@@ -317,106 +343,161 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         # Backpressure was that request's (its upstream could not take more): not the next's.
-        self.resume_reading(BACKPRESSURE)
+        self.flow.resume_reading(BACKPRESSURE)
         if self._refusal is not None and not requests:
             self.transport.write(self._refusal)
-            self._close(linger=True)
+            self.close(linger=True)
             return
-        if not request.keep_alive:
-            self._close()
+        if not request.keep_alive or (self.registry.closing and not requests):
+            self.close()
             return
+        self.flow.resume_reading(WAITING)
         if requests:
-            self.resume_reading(WAITING)
             if not requests[0].started:
-                self.loop.call_soon(self._advance_later)
+                self.route.loop.call_soon(self._advance_later)
             return
-        if self._held is not None:
+        if self.phase is Reading.HELD:
             self._resume_held()
             return
-        self.resume_reading(WAITING)
-        if not self._in_head:
-            self._expect(_IDLE, self.listener.keepalive_timeout)
+        if self.phase is Reading.HEAD and not (self._message and self._message.head_size):
+            self._idle()
+
+    def _idle(self) -> None:
+        now = self.route.loop.time()
+        self.idle_since = now
+        self._expires = now + self.route.limits.keepalive_timeout
 
     def _advance_later(self) -> None:
         if not self.closed:
             self._advance()
+            self._after_advance()
 
-    def _close(self, *, linger: bool = False) -> None:
+    def _after_advance(self) -> None:
+        if len(self.requests) > 1:
+            self.flow.pause_reading(WAITING)
+
+    def may_keep_alive(self) -> bool:
+        """Whether an answer may leave the connection open (not while shutting down)."""
+        return not self.registry.closing
+
+    # --- Writing to the client (for the requests and the tunnel).
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.transport.writelines(parts)
+
+    def pause_reading(self, reason: int = BACKPRESSURE) -> None:
+        self.flow.pause_reading(reason)
+
+    def resume_reading(self, reason: int = BACKPRESSURE) -> None:
+        self.flow.resume_reading(reason)
+
+    def abort(self) -> None:
+        self.closed = True
+        self.transport.abort()
+
+    def extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+    def keep_alive_probes(self) -> None:
+        keepalive_probes(self.transport)
+
+    def cut(self, *, reset: bool = False) -> None:
+        """An answer was cut: close so the client sees it incomplete, never a clean end.
+        `reset`: an answer the client can only tell complete by the close (HTTP/1.0,
+        no length) gets a reset, not a FIN."""
+        self.closed = True
+        self.phase = Reading.DRAINING
+        if reset:
+            reset_connection(self.transport)
+            return
+        self.transport.close()
+        self._closing_deadline()
+
+    def close(self, *, linger: bool = False) -> None:
         """Close once what was written is out. When the client may still be sending (a
-        body cut short by an answer, a malformed request), half-close and read what it
-        sends for a moment first: closing on unread bytes makes the kernel reset the
-        connection, which can destroy the answer before the client reads it."""
+        body cut short by an answer, a malformed request, bytes after the last request),
+        half-close and read what it sends for a moment first: closing on unread bytes
+        makes the kernel reset the connection, which can destroy the answer."""
         self.closed = True
         transport = self.transport
-        if (linger or self._mid_message or self._held) and transport.can_write_eof():
-            self._lingering = True
-            self._paused = 0
+        mid_message = self._message is not None and self._message.head_size
+        if (linger or mid_message or self._held or self.phase is Reading.DRAINING) and (
+            transport.can_write_eof()
+        ):
+            self.phase = Reading.DRAINING
+            self._held.clear()
             transport.write_eof()
-            transport.resume_reading()
-            self._waiting_for = _NOTHING
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_later(LINGER_SECONDS, transport.close)
-            return
-        transport.close()
+            self.flow.resume_all()
+        else:
+            self.phase = Reading.DRAINING
+            transport.close()
+        self._closing_deadline()
+
+    def _closing_deadline(self) -> None:
+        self.idle_since = None
+        self._expires = self.route.loop.time() + LINGER_SECONDS
+        self.route.deadlines.watch(self)
 
     # --- Upgrades.
-
-    def _upgrade_requested(self, rest: bytes) -> None:
-        """llhttp stops at the end of an upgrade request's head (a CONNECT's too): what
-        follows is held until the upstream says whether it switched protocols."""
-        self._held = bytearray(rest)
-        # A refused upgrade leaves HTTP/1.1 going on: what follows needs a fresh parser.
-        self.parser = HttpRequestParser(self)
-        self.pause_reading(WAITING)
 
     def become(self, tunnel: Tunnel) -> None:
         """The upstream switched protocols: from now on this connection is a tunnel."""
         self.tunnel = tunnel
+        self.phase = Reading.TUNNEL
         self.requests.clear()
-        self._expect(_NOTHING, 0)
-        held, self._held = self._held, None
-        self._paused = 0
-        self.transport.resume_reading()
-        if held:
-            tunnel.client_data(bytes(held))
+        self.route.deadlines.unwatch(self)
+        held, self._held = self._held, []
+        self.flow.resume_all()
+        for data in held:
+            tunnel.client_data(data)
 
     def _resume_held(self) -> None:
-        held, self._held = self._held, None
-        self.resume_reading(WAITING)
-        if held:
-            self.data_received(bytes(held))
-        elif not self._in_head:
-            self._expect(_IDLE, self.listener.keepalive_timeout)
+        """An upgrade the upstream did not take: HTTP/1.1 goes on with what followed."""
+        held, self._held = self._held, []
+        self.phase = Reading.HEAD
+        self.flow.resume_reading(WAITING)
+        self._idle()
+        for data in held:
+            self.data_received(data)
 
     # --- Refusals.
 
-    def _malformed(self, exc: HttpParserError) -> None:
-        cause = exc.__context__ if isinstance(exc, HttpParserCallbackError) else None
-        if isinstance(cause, _RefusedError):
-            self._reject(cause.failure, cause.message)
-            return
-        if cause is not None:
-            raise cause
-        reason = str(exc).split("\n", 1)[0].strip().rstrip(":") or "malformed request"
-        self._reject(Failure.BAD_REQUEST, f"malformed HTTP request: {reason}")
+    def _malformed(self, exc: FramingError) -> None:
+        if isinstance(exc, HeadTooLargeError):
+            failure = Failure.HEADERS_TOO_LARGE
+            message = f"the request {exc}"
+        elif isinstance(exc, LineTooLongError) and exc.target:
+            failure = Failure.URI_TOO_LONG
+            message = "the request target is longer than limits.max_header_size"
+        elif isinstance(exc, LineTooLongError):
+            failure = Failure.HEADERS_TOO_LARGE
+            message = "a request header line is longer than limits.max_header_size"
+        elif isinstance(exc, HeadRefusedError):
+            failure, message = Failure.BAD_REQUEST, str(exc)
+        else:
+            failure, message = Failure.BAD_REQUEST, f"malformed HTTP request: {exc}"
+        self._reject(failure, message)
 
     def _reject(self, failure: Failure, message: str) -> None:
-        """A request that cannot be parsed: one log line and the proxy's JSON error, after
+        """A request that cannot be read: one log line and the proxy's JSON error, after
         the answers to the requests before it; nothing after it is read as a request."""
         status = failure.status
         assert status is not None
-        self.pause_reading(WAITING)
-        parsing = self.parsing
+        self.flow.pause_reading(WAITING)
+        reading, self._reading = self._reading, None
+        self._message = None
+        self.phase = Reading.DRAINING
         requests = self.requests
-        answered = parsing is not None and parsing.finished and self._mid_message
-        if parsing is not None and not parsing.finished and parsing in requests:
-            if parsing.started:
+        if reading is not None and not reading.finished and reading in requests:
+            if reading.started:
                 # Its body broke midway: it answers for itself, in its own log line.
-                parsing.keep_alive = False
-                parsing.fail(failure, message)
+                reading.keep_alive = False
+                reading.fail(failure, message)
                 return
-            requests.remove(parsing)
+            requests.remove(reading)
         structlog.get_logger("proxy.request").warning(
             "rejected",
             client=self.peer,
@@ -425,69 +506,89 @@ class ClientConnection(asyncio.Protocol):
             cause=failure.code,
             detail=message,
         )
-        if answered:
+        if reading is not None and reading.finished:
             # What broke is the rest of a body whose request has had its answer already.
-            self._close(linger=True)
+            self.close(linger=True)
             return
         answer = error_response(status, failure.code, message, close=True)
         if requests:
-            # Written once the requests before it are answered (see relay_done).
+            # Written once the requests before it are answered (see request_done).
             self._refusal = answer
             self._advance()
             return
         self.transport.write(answer)
-        self._close(linger=True)
+        self.close(linger=True)
 
-    # --- Reading, paused for any of several reasons.
+    def _refuse_for_room(self) -> None:
+        """No room for another client (limits.max_connections, every connection busy): a
+        JSON 503 it can act on, then the connection ends."""
+        self.closed = True
+        self.phase = Reading.DRAINING
+        self.transport.write(
+            error_response(
+                503,
+                Failure.NO_ROOM.code,
+                "the proxy has no room for another connection (limits.max_connections); "
+                "try again shortly",
+                close=True,
+            )
+        )
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._closing_deadline()
 
-    def pause_reading(self, reason: int = BACKPRESSURE) -> None:
-        if not self._paused and not self.closed:
-            self.transport.pause_reading()
-        self._paused |= reason
+    # --- Time (the route's deadline timer asks).
 
-    def resume_reading(self, reason: int = BACKPRESSURE) -> None:
-        if not self._paused & reason:
+    def deadline(self) -> float | None:
+        if self.phase is Reading.BODY and not self.flow.reading_paused:
+            return self._last_read + self.route.limits.body_timeout
+        return self._expires
+
+    def expired(self) -> None:
+        if self.closed:
+            self.route.deadlines.unwatch(self)
+            self.transport.abort()
             return
-        self._paused &= ~reason
-        if not self._paused and not self.closed:
-            self.transport.resume_reading()
-
-    # --- The one timer: a head must arrive in time; an idle connection is let go.
-
-    def _expect(self, what: int, seconds: float) -> None:
-        self._waiting_for = what
-        if what == _NOTHING:
+        if self.phase is Reading.BODY:
+            self._body_stalled()
             return
-        deadline = self.loop.time() + seconds
-        self._deadline = deadline
-        timer = self._timer
-        if timer is not None and self._timer_at <= deadline:
-            return  # it fires first, and looks again then
-        if timer is not None:
-            timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._waiting_for == _NOTHING or self.closed:
-            return
-        if self.loop.time() < self._deadline:
-            self._timer_at = self._deadline
-            self._timer = self.loop.call_at(self._deadline, self._on_timer)
-            return
-        if self._waiting_for == _HEAD:
+        kept_alive = self.idle_since is not None and self._expires != (
+            self.idle_since + self.route.limits.header_timeout
+        )
+        if not kept_alive and not self.requests:
             structlog.get_logger("proxy").warning(
                 "connection closed: request headers not complete within limits.header_timeout",
-                header_timeout_s=self.listener.header_timeout,
+                header_timeout_s=self.route.limits.header_timeout,
+                client=self.peer,
             )
-        self._close()
+        self._expires = None
+        self.close()
 
-    def cut(self) -> None:
+    def _body_stalled(self) -> None:
+        """The client stopped sending the body it announced."""
+        reading, self._reading = self._reading, None
+        self._message = None
+        self.phase = Reading.DRAINING
+        timeout = self.route.limits.body_timeout
+        message = f"the request body stalled: no byte for {timeout:g} s (limits.body_timeout)"
+        if reading is not None and not reading.finished:
+            reading.keep_alive = False
+            if reading.started:
+                reading.fail(Failure.BODY_TIMEOUT, message)
+                return
+            if reading in self.requests:
+                self.requests.remove(reading)
+        self._reject(Failure.BODY_TIMEOUT, message)
+
+    def cut_all(self) -> None:
         """The proxy is stopping: what is still in flight here ends now, as a cut."""
         for request in self.requests:
             request.cut()
-        self._close()
+        self.close()
 
-    def new_request_id(self) -> str:
-        return self.listener.new_request_id()
+    def close_if_idle(self) -> bool:
+        """Shutdown, or room for a new client: an idle kept-alive connection closes now."""
+        if self.idle_since is None or self.requests or self.closed:
+            return False
+        self.close()
+        return True

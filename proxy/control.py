@@ -18,20 +18,17 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from httptools import HttpParserError, HttpResponseParser
 
 from proxy.failures import Failure, error_response
+from proxy.flow import APP
 from proxy.forward import Head
+from proxy.route import CONTROL_BODY_LIMIT
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-    from proxy.connection import ClientConnection
-
-# Why reading from the client is paused while aiohttp holds the request.
-_APP_PAUSED = 4
 
 
 class Control:
@@ -84,12 +81,34 @@ class Control:
             await self._runner.cleanup()
 
 
+class Client(Protocol):
+    """What a control request needs of its client connection."""
+
+    closed: bool
+
+    def write(self, data: bytes) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def extra_info(self, name: str, default: Any = None) -> Any: ...
+
+    def pause_reading(self, reason: int) -> None: ...
+
+    def resume_reading(self, reason: int) -> None: ...
+
+    def request_done(self, request: Any) -> None: ...
+
+
 class ControlRequest:
-    """One `/_proxy` request on a client connection, while aiohttp answers it."""
+    """One `/_proxy` request on a client connection, while aiohttp answers it. The
+    control plane takes no uploads: a body past CONTROL_BODY_LIMIT is a 413, and the
+    connection ends."""
 
     __slots__ = (
         "_body",
+        "_control",
         "_handler",
+        "_size",
         "_window",
         "client",
         "finished",
@@ -98,20 +117,27 @@ class ControlRequest:
         "started",
     )
 
-    def __init__(self, client: ClientConnection, head: Head) -> None:
+    forwarded = False
+
+    def __init__(self, client: Client, head: Head, control: Control) -> None:
         self.client = client
         self.head = head
+        self._control = control
         self.keep_alive = head.keep_alive
         self.started = False
         self.finished = False
         self._handler: asyncio.Protocol | None = None
         self._window: _Window | None = None
+        self._size = 0
         # The request as aiohttp will read it: the head, then the body as it comes.
         self._body: list[bytes] = [_serialise(head)]
 
     def start(self) -> None:
         self.started = True
-        self.client.listener.control.serve(self)
+        if (self.head.length or 0) > CONTROL_BODY_LIMIT:
+            self._too_large()
+            return
+        self._control.serve(self)
 
     def begin(self, handler: asyncio.Protocol) -> None:
         if self.finished:
@@ -121,21 +147,35 @@ class ControlRequest:
         handler.connection_made(self._window)
         self.flush_request()
 
-    def body(self, piece: bytes) -> None:
-        if self.head.chunked:
-            self._body += (b"%x\r\n" % len(piece), piece, b"\r\n")
-        else:
-            self._body.append(piece)
+    def body(self, raw: bytes, pieces: list[bytes]) -> None:
+        if self.finished:
+            return
+        self._size += sum(map(len, pieces))
+        if self._size > CONTROL_BODY_LIMIT:
+            self._body.clear()
+            if self.started:
+                self._too_large()
+            return
+        self._body.append(raw)
 
     def body_complete(self) -> None:
-        if self.head.chunked:
-            self._body.append(b"0\r\n\r\n")
+        """The body is whole (its framing, chunked or not, travels in the raw bytes)."""
 
     def flush_request(self) -> None:
+        if self._size > CONTROL_BODY_LIMIT:
+            self._too_large()
+            return
         handler = self._handler
         if handler is not None and self._body:
             data, self._body = b"".join(self._body), []
             handler.data_received(data)
+
+    def _too_large(self) -> None:
+        self.fail(
+            Failure.TOO_LARGE,
+            f"the proxy's own endpoints take no uploads: a body of at most "
+            f"{CONTROL_BODY_LIMIT} bytes",
+        )
 
     def response_complete(self) -> None:
         """The answer is through: let aiohttp's protocol go, and the connection go on."""
@@ -143,7 +183,7 @@ class ControlRequest:
             return
         self.finished = True
         self._let_go(None)
-        self.client.relay_done(self)
+        self.client.request_done(self)
 
     def app_closed(self) -> None:
         """aiohttp closed the connection (an error, or `Connection: close`)."""
@@ -152,7 +192,7 @@ class ControlRequest:
         self.keep_alive = False
         self.finished = True
         self._let_go(None)
-        self.client.relay_done(self)
+        self.client.request_done(self)
 
     def client_lost(self) -> None:
         if self.finished:
@@ -164,17 +204,23 @@ class ControlRequest:
         """The proxy is stopping: aiohttp's own shutdown ends this request."""
 
     def fail(self, failure: Failure, message: str) -> None:
-        """The request's body broke before aiohttp had all of it."""
+        """The request cannot be served (its body broke, is too large, or the proxy is
+        stopping): the proxy's error if aiohttp wrote nothing yet, and the connection ends."""
         if self.finished:
             return
         self.keep_alive = False
         self.finished = True
+        self._body.clear()
         self._let_go(ConnectionResetError(message))
         status = failure.status
         assert status is not None
         if self._window is None or not self._window.wrote:
-            self.client.transport.write(error_response(status, failure.code, message, close=True))
-        self.client.relay_done(self)
+            self.client.write(error_response(status, failure.code, message, close=True))
+        self.client.request_done(self)
+
+    def decline(self, failure: Failure, message: str) -> None:
+        self.started = True
+        self.fail(failure, message)
 
     def _let_go(self, exc: Exception | None) -> None:
         handler, self._handler = self._handler, None
@@ -207,7 +253,7 @@ class _Window(asyncio.Transport):
     def __init__(self, request: ControlRequest) -> None:
         super().__init__()
         self._request = request
-        self._client = request.client
+        self._client: Client = request.client
         self._parser = HttpResponseParser(self)
         self._status = 0
         self._head_only = request.head.method == b"HEAD"
@@ -220,7 +266,7 @@ class _Window(asyncio.Transport):
         if self.detached or self._client.closed:
             return
         self.wrote = True
-        self._client.transport.write(data)
+        self._client.write(bytes(data))
         try:
             self._parser.feed_data(data)
         except HttpParserError:
@@ -239,19 +285,19 @@ class _Window(asyncio.Transport):
         """A page that stopped reading: its connection is dropped, pending writes and all."""
         if not self.detached:
             self.detached = True
-            self._client.transport.abort()
+            self._client.abort()
 
     def is_closing(self) -> bool:
         return self.detached or self._client.closed
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._client.transport.get_extra_info(name, default)
+        return self._client.extra_info(name, default)
 
     def pause_reading(self) -> None:
-        self._client.pause_reading(_APP_PAUSED)
+        self._client.pause_reading(APP)
 
     def resume_reading(self) -> None:
-        self._client.resume_reading(_APP_PAUSED)
+        self._client.resume_reading(APP)
 
     # The response parser's callbacks.
 

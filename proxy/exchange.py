@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import structlog
+
 from proxy.failures import Failure, Outcome
 from proxy.headers import Pairs, RawPairs, decode_lossy
 from proxy.sse import StreamSummary
@@ -68,6 +70,9 @@ class Observers:
 
     def find(self, kind: type[T]) -> T | None:
         return next((o for o in self.all if isinstance(o, kind)), None)
+
+    def without(self, observer: Observer) -> Observers:
+        return Observers(o for o in self.all if o is not observer)
 
 
 NONE = Observers()
@@ -189,6 +194,8 @@ class Exchange:
     opened_ms: float | None = None
     tls_ms: float | None = None
     tls_resumed: bool | None = None
+    # Sent again on a fresh connection: the kept-alive one closed before answering.
+    retried: bool = False
     headers_ms: float | None = None
     first_byte_ms: float | None = None
     duration_ms: float | None = None
@@ -214,7 +221,10 @@ class Exchange:
 
     def start(self) -> None:
         for observer in self.observers.started:
-            observer.started(self)
+            try:
+                observer.started(self)
+            except Exception as exc:  # noqa: BLE001 - see observer_failed
+                self.observer_failed(type(observer).__name__, exc, observer)
 
     def respond(self, status: int, reason: str, headers: RawPairs) -> None:
         self.status = status
@@ -222,16 +232,37 @@ class Exchange:
         self.raw_response_headers = headers
         self._decoded[1] = self._indexes[1] = None
         for observer in self.observers.responded:
-            observer.responded(self)
+            try:
+                observer.responded(self)
+            except Exception as exc:  # noqa: BLE001 - see observer_failed
+                self.observer_failed(type(observer).__name__, exc, observer)
 
     def change(self) -> None:
         for observer in self.observers.changed:
-            observer.changed(self)
+            try:
+                observer.changed(self)
+            except Exception as exc:  # noqa: BLE001 - see observer_failed
+                self.observer_failed(type(observer).__name__, exc, observer)
 
     def end(self) -> None:
         self.duration_ms = self.elapsed_ms()
         for observer in self.observers.ended:
-            observer.ended(self)
+            try:
+                observer.ended(self)
+            except Exception as exc:  # noqa: BLE001 - see observer_failed
+                self.observer_failed(type(observer).__name__, exc, observer)
+
+    def observer_failed(self, what: str, exc: Exception, observer: Observer | None = None) -> None:
+        """Something that watches the exchange failed: it is said once, and switched off
+        for this exchange; what the client receives does not change."""
+        if observer is not None:
+            self.observers = self.observers.without(observer)
+        structlog.get_logger("proxy").error(
+            "an observer failed and is switched off for this exchange; the bytes go on",
+            request_id=self.request_id,
+            observer=what,
+            error=f"{type(exc).__name__}: {str(exc)[:200]}",
+        )
 
     @property
     def request_headers(self) -> Pairs:

@@ -22,6 +22,8 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     REJECTED = "rejected"
+    # The proxy itself ended it: the shutdown grace ran out, or a second Ctrl-C came.
+    PROXY_SHUTDOWN = "proxy_shutdown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +45,15 @@ class Failure(enum.Enum):
     NOT_FOUND = Row(404, "not_found", Outcome.REJECTED)
     # The client went away, or stopped sending what it announced.
     INCOMPLETE_REQUEST = Row(400, "incomplete_request", Outcome.CLIENT_DISCONNECTED)
+    # The client stopped sending its body for limits.body_timeout.
+    BODY_TIMEOUT = Row(408, "request_timeout", Outcome.TIMEOUT)
     CLIENT_GONE = Row(None, "client closed the connection", Outcome.CLIENT_DISCONNECTED)
     CLIENT_VANISHED = Row(None, "client vanished", Outcome.CLIENT_DISCONNECTED)
     # The shutdown grace ran out (or a second Ctrl-C came): the proxy cut the connection.
-    SHUTDOWN = Row(None, "proxy_shutdown", Outcome.CLIENT_DISCONNECTED)
+    SHUTDOWN = Row(None, "proxy_shutdown", Outcome.PROXY_SHUTDOWN)
+    # The proxy is shutting down, or has no room for another client: try again elsewhere.
+    SHUTTING_DOWN = Row(503, "proxy_shutting_down", Outcome.REJECTED)
+    NO_ROOM = Row(503, "too_many_connections", Outcome.REJECTED)
     # The upstream could not be reached.
     UNREACHABLE = Row(502, "upstream_unreachable", Outcome.UPSTREAM_UNREACHABLE)
     TLS = Row(502, "upstream_tls_error", Outcome.UPSTREAM_UNREACHABLE)
@@ -61,6 +68,8 @@ class Failure(enum.Enum):
     CUT_MID_BODY = Row(None, "upstream_cut_mid_body", Outcome.UPSTREAM_CUT)
     SILENT_MID_BODY = Row(None, "upstream_idle_timeout", Outcome.TIMEOUT)
     UPSTREAM_VANISHED = Row(None, "upstream vanished", Outcome.UPSTREAM_CUT)
+    # A WebSocket session silent both ways for limits.websocket_idle_timeout.
+    SESSION_IDLE = Row(None, "websocket_idle_timeout", Outcome.TIMEOUT)
     # A fault of the proxy's own.
     INTERNAL = Row(500, "internal_error", Outcome.UPSTREAM_CUT)
 

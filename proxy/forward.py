@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 
 from proxy.failures import Failure
-from proxy.headers import HOP_BY_HOP, REQUEST_ONLY, UPGRADE, RawPairs, first_invalid_utf8
+from proxy.headers import (
+    REQUEST_ONLY,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    RawPairs,
+    first_invalid_utf8,
+    hop_by_hop,
+    tokens,
+)
 
 # What the relay needs to know of a head, by lower-cased name; the rest only passes.
 _CONNECTION = 1
@@ -37,7 +46,10 @@ _NOTABLE = {
     b"sec-websocket-version": _WS_VERSION,
 }
 MAX_REQUEST_ID = 200
-_TRANSFER_ENCODING = frozenset({b"transfer-encoding"})
+# RFC 9112 §3.2 with RFC 3986 §3.2.2: uri-host [ ":" port ] (an empty host is allowed).
+_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
+# RFC 9112 §3.2.2: absolute-form, as sent to a proxy; a server must accept it too.
+_ABSOLUTE = re.compile(rb"(?i)https?://[^/?#]*")
 
 
 @dataclass(slots=True)
@@ -45,13 +57,16 @@ class Head:
     """One request head as parsed, and what its framing and routing need."""
 
     method: bytes
+    # The target as it goes on: origin-form (an absolute-form target's path and query).
     target: bytes
     version: str
     headers: RawPairs
     keep_alive: bool
     # llhttp's judgement: Connection lists `upgrade` and an Upgrade header is present.
     upgrade: bool
-    host: bool = False
+    # The target was in absolute-form (its authority is never used).
+    absolute: bool = False
+    hosts: list[bytes] = field(default_factory=list)
     length: int | None = None
     codings: list[bytes] = field(default_factory=list)
     expect: bytes | None = None
@@ -73,14 +88,19 @@ class Head:
         upgrade: bool,
     ) -> Head:
         head = cls(method, target, version, headers, keep_alive, upgrade)
-        listed: list[bytes] = []
+        absolute = _ABSOLUTE.match(target)
+        if absolute is not None:
+            rest = target[absolute.end() :]
+            head.target = rest if rest.startswith(b"/") else b"/" + rest
+            head.absolute = True
+        listed: frozenset[bytes] = frozenset()
         notable = _NOTABLE
         for name, value in headers:
             kind = notable.get(name.lower())
             if kind is None:
                 continue
             if kind == _CONNECTION:
-                listed += (token.strip().lower() for token in value.split(b","))
+                listed |= tokens(value)
             elif kind == _LENGTH:
                 head.length = int(value)  # llhttp allows one, of digits only
             elif kind == _CODING:
@@ -88,7 +108,7 @@ class Head:
             elif kind == _EXPECT:
                 head.expect = value.strip().lower()
             elif kind == _HOST:
-                head.host = True
+                head.hosts.append(value)
             elif kind == _UPGRADE:
                 head.upgrade_to = value.strip().lower()
             elif kind == _REQUEST_ID:
@@ -97,8 +117,7 @@ class Head:
                 head.ws_key = value.strip()
             else:
                 head.ws_version = value.strip()
-        if listed:
-            head.listed = frozenset(token for token in listed if token)
+        head.listed = listed
         return head
 
     @property
@@ -117,6 +136,24 @@ class Head:
     def continue_expected(self) -> bool:
         return self.expect == b"100-continue" and self.version == "1.1"
 
+    @property
+    def idempotent(self) -> bool:
+        """RFC 9110 §9.2.2: the methods a proxy may send again after a connection failed."""
+        return self.method in (b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE")
+
+
+def malformed(head: Head) -> str | None:
+    """What makes a head unfit to be read as a request at all (RFC 9112 §3.2: a server
+    must answer 400 to a missing, repeated or invalid Host), or None."""
+    hosts = head.hosts
+    if head.version == "1.1" and not hosts:
+        return "an HTTP/1.1 request must carry a Host header"
+    if len(hosts) > 1:
+        return "a request must carry one Host header (RFC 9112 §3.2)"
+    if hosts and not _HOST_VALUE.fullmatch(hosts[0]):
+        return "the Host header is not a host[:port] (RFC 9112 §3.2)"
+    return None
+
 
 def refusal(head: Head) -> tuple[Failure, str] | None:
     """Why this request must not be forwarded, or None. Checked before anything is sent:
@@ -129,7 +166,7 @@ def refusal(head: Head) -> tuple[Failure, str] | None:
     elif head.method == b"CONNECT":
         found = Failure.METHOD_NOT_ALLOWED, "CONNECT is not supported: this is a reverse proxy"
     elif not target.startswith(b"/") or b"#" in target:
-        found = Failure.BAD_REQUEST, "the request target must be a path (origin-form), not a URL"
+        found = Failure.BAD_REQUEST, "the request target must be a path or an http(s) URL"
     elif head.codings and head.version == "1.0":
         found = Failure.BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)"
     elif head.codings and head.codings != [b"chunked"]:
@@ -140,8 +177,8 @@ def refusal(head: Head) -> tuple[Failure, str] | None:
             Failure.BAD_REQUEST,
             f"header {name!r} is not valid UTF-8: it cannot be forwarded unchanged",
         )
-    elif head.upgrade and not head.websocket and head.has_body:
-        found = Failure.BAD_REQUEST, "an Upgrade other than WebSocket cannot carry a body here"
+    elif head.upgrade and head.has_body:
+        found = Failure.BAD_REQUEST, "an upgrade request cannot carry a body here"
     elif head.websocket and not _valid_handshake(head):
         found = Failure.BAD_REQUEST, "the WebSocket handshake is invalid"
     else:
@@ -162,13 +199,10 @@ def _valid_handshake(head: Head) -> bool:
 def _dropped(head: Head) -> frozenset[bytes]:
     """The names that stay at this hop. A WebSocket upgrade keeps the Connection and
     Upgrade that carry it to the next hop, a chunked body its Transfer-Encoding."""
-    drop = HOP_BY_HOP | REQUEST_ONLY | head.listed
-    if head.websocket:
-        drop -= UPGRADE
+    keep = UPGRADE if head.websocket else frozenset()
     if head.chunked:
-        # The body goes up chunked, as the client framed it: its own header says so.
-        drop -= _TRANSFER_ENCODING
-    return drop
+        keep |= TRANSFER_ENCODING
+    return hop_by_hop(head.listed, keep=keep) | REQUEST_ONLY
 
 
 def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:

@@ -1,5 +1,6 @@
 """Header filtering for one hop, on the raw bytes: what is end-to-end passes, what is
-per-connection stays.
+per-connection stays. The one place that decides it, for request, interim, final and
+101 heads alike.
 
 Headers are (name, value) byte pairs in wire order; names keep their case, repeats stay
 repeats, values their bytes. Nothing here adds a header the sender did not send, except
@@ -30,27 +31,38 @@ HOP_BY_HOP = frozenset(
 REQUEST_ONLY = frozenset({b"expect"})
 # A WebSocket upgrade passes end to end: these hop-by-hop names carry it to the next hop.
 UPGRADE = frozenset({b"connection", b"upgrade"})
+# A chunked request body goes up as the client framed it: its own header says so.
+TRANSFER_ENCODING = frozenset({b"transfer-encoding"})
+
+
+def tokens(value: bytes) -> frozenset[bytes]:
+    """The comma-separated tokens of a field value, lower-cased."""
+    return frozenset(token.strip().lower() for token in value.split(b",") if token.strip())
 
 
 def connection_listed(pairs: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """Names the sender declared hop-by-hop in its Connection header(s), lower-cased."""
-    return frozenset(
-        token.strip().lower()
-        for name, value in pairs
-        if name.lower() == b"connection"
-        for token in value.split(b",")
-        if token.strip()
-    )
+    listed: frozenset[bytes] = frozenset()
+    for name, value in pairs:
+        if name.lower() == b"connection":
+            listed |= tokens(value)
+    return listed
+
+
+def hop_by_hop(
+    listed: frozenset[bytes] = frozenset(), *, keep: frozenset[bytes] = frozenset()
+) -> frozenset[bytes]:
+    """The names that stay at this hop: the fixed set and every name the sender's
+    Connection header listed (`listed`), less those this hop carries on (`keep`)."""
+    drop = HOP_BY_HOP | listed if listed else HOP_BY_HOP
+    return drop - keep if keep else drop
 
 
 def end_to_end(
     pairs: RawPairs, *, request: bool, listed: frozenset[bytes] = frozenset()
 ) -> RawPairs:
-    """The pairs that travel to the next hop, in order, with case and repeats kept.
-
-    `listed`: the names the sender's Connection header declared hop-by-hop.
-    """
-    drop = HOP_BY_HOP | listed | REQUEST_ONLY if request else HOP_BY_HOP | listed
+    """The pairs that travel to the next hop, in order, with case and repeats kept."""
+    drop = hop_by_hop(listed) | REQUEST_ONLY if request else hop_by_hop(listed)
     return [(name, value) for name, value in pairs if name.lower() not in drop]
 
 

@@ -1,10 +1,12 @@
-"""The listener: the port clients connect to, what every connection on it shares, and the
-connection limit.
+"""The listener: the port clients connect to, what every connection on it shares (the
+route), the connection limit and the shutdown.
 
-Each accepted connection gets its own `ClientConnection` protocol; they share the
-settings they need (read once here), the upstream pool, the observers and the control
-plane. Connections beyond `limits.max_connections` are closed at once, logged at most
-once a second.
+Each accepted connection gets its own `ClientConnection` protocol, handed the route and
+the control plane. At `limits.max_connections` the oldest idle kept-alive connection is
+closed to admit a new client; with none idle, the new client gets a JSON 503 (logged at
+most once a second). From shutdown on, idle connections close at once, busy ones answer
+with `Connection: close`, a forwarded request that arrives is answered 503, and the
+port keeps answering the proxy's own endpoints (readyz says 503) until the drain ends.
 """
 
 from __future__ import annotations
@@ -12,23 +14,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 
 from proxy.connection import ClientConnection
+from proxy.deadlines import Deadlines, interval_for
 from proxy.exchange import Observers
-from proxy.pool import Origin, Pool
-from proxy.rules import Rule
+from proxy.pool import Pool
+from proxy.route import Limits, Route
 from proxy.settings import Settings
 
 if TYPE_CHECKING:
+    from proxy.connector import Origin
     from proxy.control import Control
     from proxy.tunnel import Tunnel
-
-# A request head may hold several long lines (a cookie and a token), but no more than
-# this many times limits.max_header_size in all: llhttp itself sets no bound.
-HEAD_LINES = 4
 
 
 class Listener:
@@ -42,47 +42,95 @@ class Listener:
         pool: Pool,
         observers: Observers,
         control: Control,
-        tunnels: set[Tunnel],
+        sessions: set[Tunnel],
     ) -> None:
-        self.loop = asyncio.get_running_loop()
-        limits = settings.limits
-        self.origin = origin
+        loop = asyncio.get_running_loop()
+        limits = Limits.from_settings(settings)
+        capture = settings.capture.dir or settings.log.bodies
+        inspector = settings.inspector
+        self.deadlines = Deadlines(loop, interval_for(*limits.timeouts))
+        # Request ids: unique within the process and across restarts, without a syscall each.
+        ids = itertools.count(1)
+        prefix = os.urandom(8).hex()
+        self.route = Route(
+            loop=loop,
+            origin=origin,
+            rules=settings.rewrite.active,
+            limits=limits,
+            pool=pool,
+            deadlines=self.deadlines,
+            observers=observers,
+            record_bodies=max(
+                settings.capture.body_limit if capture else 0,
+                inspector.body_limit if inspector.enabled else 0,
+            ),
+            record_streams=bool(capture),
+            new_request_id=lambda: f"{prefix}{next(ids):016x}",
+            sessions=sessions,
+        )
+        self.loop = loop
         self.pool = pool
         self.observers = observers
         self.control = control
-        self.rules: tuple[Rule, ...] = settings.rewrite.active
-        self.max_body_size = limits.max_body_size
-        self.max_header_size = limits.max_header_size
-        self.max_head_size = limits.max_header_size * HEAD_LINES
-        self.max_connections = limits.max_connections
-        self.header_timeout = limits.header_timeout
-        self.keepalive_timeout = limits.keepalive_timeout
-        self.idle_timeout = settings.upstream.idle_timeout
-        capture = settings.capture.dir or settings.log.bodies
-        inspector = settings.inspector
-        self.record_bodies = max(
-            settings.capture.body_limit if capture else 0,
-            inspector.body_limit if inspector.enabled else 0,
-        )
-        # Capture writes an event stream's bytes; the inspector shows a stream by its events.
-        self.record_streams = bool(capture)
+        self.max_connections = settings.limits.max_connections
         self.connections: set[ClientConnection] = set()
-        self.watchdog = Watchdog(self.loop, self.idle_timeout)
-        self.tunnels = tunnels
         self.server: asyncio.Server | None = None
+        self.closing = False
         self.refused = 0
         self._refused_logged_at = -1.0
-        # Request ids: unique within the process and across restarts, without a syscall each.
-        self._ids = itertools.count(1)
-        self._id_prefix = os.urandom(8).hex()
 
     async def start(self, host: str, port: int) -> list[str]:
         """Bind and accept; the addresses it listens on, as URLs."""
+        route, control = self.route, self.control
         self.server = await self.loop.create_server(
-            lambda: ClientConnection(self), host, port, reuse_address=True, backlog=1024
+            lambda: ClientConnection(route, control, self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
         )
+        self.deadlines.watch(self.pool)
         self.pool.top_up()  # the first request finds a connection ready
         return [_address(sock.getsockname()) for sock in self.server.sockets]
+
+    # The registry every connection reports to.
+
+    def admit(self, connection: ClientConnection) -> bool:
+        """Room for a new client: under the limit, or by closing the oldest idle one."""
+        connections = self.connections
+        if len(connections) >= self.max_connections:
+            idle = [c for c in connections if c.idle_since is not None]
+            if not idle:
+                self._refuse()
+                return False
+            oldest = min(idle, key=lambda c: c.idle_since or 0.0)
+            connections.discard(oldest)
+            oldest.close_if_idle()
+        connections.add(connection)
+        return True
+
+    def discard(self, connection: ClientConnection) -> None:
+        self.connections.discard(connection)
+
+    def _refuse(self) -> None:
+        self.refused += 1
+        now = self.loop.time()
+        if now - self._refused_logged_at >= 1.0:
+            self._refused_logged_at = now
+            structlog.get_logger("proxy").warning(
+                "connection refused: limits.max_connections is reached and none is idle",
+                max_connections=self.max_connections,
+                refused_so_far=self.refused,
+            )
+
+    # Shutting down.
+
+    def begin_shutdown(self) -> None:
+        """No new exchange from now on: idle connections close, busy ones close after
+        their answer (which says `Connection: close`)."""
+        self.closing = True
+        for connection in list(self.connections):
+            connection.close_if_idle()
 
     def stop_accepting(self) -> None:
         if self.server is not None:
@@ -90,79 +138,22 @@ class Listener:
 
     def cut(self) -> None:
         """Close every connection: WebSocket sessions get a 1001 close first."""
-        for tunnel in list(self.tunnels):
+        for tunnel in list(self.route.sessions):
             tunnel.shutdown()
         for connection in list(self.connections):
-            connection.cut()
+            connection.cut_all()
 
     async def close(self) -> None:
+        self.closing = True
         self.stop_accepting()
         self.cut()
         self.pool.close()
-        self.watchdog.close()
+        self.deadlines.close()
         await self.control.close()
         for observer in self.observers.all:
             await observer.aclose()
         if self.server is not None:
             await self.server.wait_closed()
-
-    def refuse(self) -> None:
-        self.refused += 1
-        now = self.loop.time()
-        if now - self._refused_logged_at >= 1.0:
-            self._refused_logged_at = now
-            structlog.get_logger("proxy").warning(
-                "connection refused: limits.max_connections is reached",
-                max_connections=self.max_connections,
-                refused_so_far=self.refused,
-            )
-
-    def new_request_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):016x}"
-
-
-class Silent(Protocol):
-    def silent_since(self) -> float | None: ...
-
-    def silent_too_long(self) -> None: ...
-
-
-class Watchdog:
-    """upstream.idle_timeout for every request awaiting its upstream, with one timer:
-    every so often each watched request says when its upstream last spoke, and one
-    silent for longer than the timeout is told so (at most a quarter of the timeout,
-    or a second, late)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self.loop = loop
-        self.timeout = timeout
-        self.interval = min(timeout / 4, 1.0)
-        self.watched: set[Silent] = set()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def watch(self, watched: Silent) -> None:
-        self.watched.add(watched)
-        if self._timer is None:
-            self._timer = self.loop.call_later(self.interval, self._look)
-
-    def unwatch(self, watched: Silent) -> None:
-        self.watched.discard(watched)
-
-    def _look(self) -> None:
-        self._timer = None
-        deadline = self.loop.time() - self.timeout
-        for watched in [
-            w for w in self.watched if (t := w.silent_since()) is not None and t <= deadline
-        ]:
-            self.watched.discard(watched)
-            watched.silent_too_long()
-        if self.watched:
-            self._timer = self.loop.call_later(self.interval, self._look)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 def _address(sockname: object) -> str:

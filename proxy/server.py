@@ -81,7 +81,9 @@ async def serve(settings: Settings) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         await stop.wait()
-        listener.stop_accepting()
+        # No new exchange starts from here; the port stays open so that a probe reads
+        # readyz's 503, and a forwarded request a clear 503, until the drain is over.
+        listener.begin_shutdown()
         in_flight = lifecycle.in_flight
         grace = settings.shutdown.grace
         log.info(
@@ -91,6 +93,7 @@ async def serve(settings: Settings) -> None:
             waiting=_waiting(in_flight, grace),
         )
         cut = await lifecycle.drain(grace, stop_now=stop_now)
+        listener.stop_accepting()
         if cut:
             listener.cut()
             # What was cut ends on the loop's next turns: let its log lines be written.

@@ -66,6 +66,12 @@ class LimitsSection:
     max_connections: int = setting(1024, "client connections at once; more are closed, logged")
     header_timeout: float = setting(30.0, "seconds a client has to send a request's headers")
     keepalive_timeout: float = setting(75.0, "seconds an idle client connection is kept open")
+    body_timeout: float = setting(
+        60.0, "seconds a request body may stall (no byte arrives) before a 408"
+    )
+    websocket_idle_timeout: float = setting(
+        600.0, "seconds a WebSocket session may pass no frame either way before it is closed"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,21 +17,24 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.failures import Failure
-from proxy.headers import HOP_BY_HOP, UPGRADE, RawPairs
+from proxy.headers import RawPairs
+from proxy.response_reader import switching_head
 
 if TYPE_CHECKING:
-    from proxy.connection import ClientConnection
     from proxy.exchange import Exchange, Watcher, WebSocketStats
-    from proxy.pool import UpstreamConnection
+    from proxy.route import Route
+    from proxy.upstream import UpstreamConnection
 
 GOING_AWAY = 1001
 BAD_GATEWAY = 1014  # RFC 6455 registry: "Bad Gateway"
 _CLOSE = 0x8
 _DATA = frozenset({0x0, 0x1, 0x2})
 _MESSAGE_START = frozenset({0x1, 0x2})
+# RFC 6455 §5.5: a control frame's payload is at most this long; no more is ever kept.
+MAX_CONTROL_PAYLOAD = 125
 
 
 # A watcher's view of one message: opcode, payload (None past the limit), size, compressed.
@@ -39,10 +42,12 @@ OnMessage = Callable[[int, bytes | None, int, bool], None]
 
 
 class FrameTap:
-    """Reads one direction's frame headers as the bytes pass, never holding a payload
-    (except a close frame's, at most 125 bytes, and a watched message's copy)."""
+    """Reads one direction's frame headers as the bytes pass, never holding a payload:
+    of a close frame at most its 125 bytes (RFC 6455 §5.5), of a watched message at
+    most `keep`. Counts what passed, never what a header announces."""
 
     __slots__ = (
+        "_cap",
         "_close",
         "_fin",
         "_header",
@@ -51,7 +56,6 @@ class FrameTap:
         "_masked",
         "_message",
         "_message_size",
-        "_offset",
         "_on_message",
         "_opcode",
         "_payload",
@@ -66,6 +70,7 @@ class FrameTap:
     def __init__(self, on_message: OnMessage | None = None, keep: int = 0) -> None:
         self._on_message = on_message
         self._keep = keep
+        self._cap = keep  # of the current frame's payload, the most a watcher is shown
         # The watched message so far: its first opcode and RSV1 bit, its payload, its size.
         self._started = 0
         self._rsv1 = False
@@ -74,14 +79,13 @@ class FrameTap:
         self._payload: bytearray | None = None
         self._fin = True
         self.messages = 0  # text and binary messages (a fragmented one counts once)
-        self.bytes = 0  # payload bytes of data frames
+        self.bytes = 0  # payload bytes of data frames that passed
         self.close: tuple[int, str] | None = None  # the first close frame: code, reason
         self._header = bytearray()
         self._remaining = 0
         self._opcode = 0
         self._masked = False
         self._mask = b""
-        self._offset = 0  # position in the current payload (for unmasking)
         self._close: bytearray | None = None
 
     @property
@@ -94,12 +98,15 @@ class FrameTap:
         while at < end:
             if self._remaining:
                 take = min(self._remaining, end - at)
-                if self._close is not None:
-                    self._close += data[at : at + take]
-                if self._payload is not None and len(self._payload) < self._keep:
-                    self._payload += data[at : min(at + take, at + self._keep - len(self._payload))]
+                if self._opcode in _DATA:
+                    self.bytes += take
+                close = self._close
+                if close is not None and len(close) < MAX_CONTROL_PAYLOAD:
+                    close += data[at : at + min(take, MAX_CONTROL_PAYLOAD - len(close))]
+                payload = self._payload
+                if payload is not None and len(payload) < self._cap:
+                    payload += data[at : at + min(take, self._cap - len(payload))]
                 self._remaining -= take
-                self._offset += take
                 at += take
                 if not self._remaining:
                     self._frame_done()
@@ -139,11 +146,9 @@ class FrameTap:
         self._mask = header[at : at + 4] if self._masked else b""
         self._opcode = opcode
         self._remaining = length
-        self._offset = 0
+        self._cap = self._keep if opcode in _DATA else min(self._keep, MAX_CONTROL_PAYLOAD)
         if opcode in _MESSAGE_START:
             self.messages += 1
-        if opcode in _DATA:
-            self.bytes += length
         self._close = bytearray() if opcode == _CLOSE and self.close is None else None
         if self._on_message is not None:
             self._fin = bool(header[0] & 0x80)
@@ -216,14 +221,41 @@ def close_frame(code: int, reason: bytes, *, masked: bool) -> bytes:
     )
 
 
+class Peer(Protocol):
+    """What a session needs of the client's connection."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self, *, linger: bool = False) -> None: ...
+
+    def become(self, tunnel: Tunnel) -> None: ...
+
+    def keep_alive_probes(self) -> None: ...
+
+
 class Tunnel:
     """One relayed WebSocket session: the client's connection, the upstream's, the record."""
 
-    __slots__ = ("client", "ended", "exchange", "inbound", "outbound", "stats", "upstream")
+    __slots__ = (
+        "_last_heard",
+        "client",
+        "ended",
+        "exchange",
+        "inbound",
+        "outbound",
+        "route",
+        "stats",
+        "upstream",
+    )
 
     def __init__(
-        self, client: ClientConnection, upstream: UpstreamConnection, exchange: Exchange
+        self, route: Route, client: Peer, upstream: UpstreamConnection, exchange: Exchange
     ) -> None:
+        self.route = route
         self.client = client
         self.upstream = upstream
         self.exchange = exchange
@@ -237,11 +269,13 @@ class Tunnel:
             self.inbound = FrameTap(_side(watcher, "client"), watcher.keep)
             self.outbound = FrameTap(_side(watcher, "upstream"), watcher.keep)
         self.ended = False
+        self._last_heard = route.loop.time()
 
     @classmethod
     def open(
         cls,
-        client: ClientConnection,
+        route: Route,
+        client: Peer,
         upstream: UpstreamConnection,
         exchange: Exchange,
         *,
@@ -251,16 +285,15 @@ class Tunnel:
     ) -> Tunnel:
         """Hand the client the upstream's 101 (its headers end to end, Connection and
         Upgrade included), then relay what either side already sent."""
-        tunnel = cls(client, upstream, exchange)
-        drop = HOP_BY_HOP - UPGRADE
-        parts = [b"HTTP/1.1 101 ", reason, b"\r\n"]
-        for name, value in headers:
-            if name.lower() not in drop:
-                parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
-        client.transport.write(b"".join(parts))
+        tunnel = cls(route, client, upstream, exchange)
+        client.write(switching_head(reason, headers))
         upstream.user = tunnel
-        client.listener.tunnels.add(tunnel)
+        route.sessions.add(tunnel)
+        # A session may stay quiet for long: TCP keepalive finds a peer that vanished
+        # (a laptop asleep, a NAT that forgot) on both sides.
+        client.keep_alive_probes()
+        upstream.keep_alive_probes()
+        route.deadlines.watch(tunnel)
         exchange.change()
         if early:
             tunnel.upstream_data(early)
@@ -271,20 +304,31 @@ class Tunnel:
 
     def client_data(self, data: bytes) -> None:
         if not self.ended:
-            transport = self.upstream.transport
-            assert transport is not None
-            transport.write(data)
+            self._last_heard = self.route.loop.time()
+            self.upstream.write(data)
             self._tap(data, self.inbound, "client")
 
     def upstream_data(self, data: bytes) -> None:
         if not self.ended:
-            self.client.transport.write(data)
+            self._last_heard = self.route.loop.time()
+            self.client.write(data)
             self._tap(data, self.outbound, "upstream")
 
     def _tap(self, data: bytes, tap: FrameTap, side: str) -> None:
-        """Read what just passed: frames counted, payload bytes, the first close."""
+        """Read what just passed: frames counted, payload bytes, the first close. A tap
+        that fails is switched off for this session; the bytes go on."""
         messages, size = tap.messages, tap.bytes
-        tap.feed(data)
+        try:
+            tap.feed(data)
+        except Exception as exc:  # noqa: BLE001 - an observer's fault must not end the session
+            quiet = FrameTap()
+            quiet.messages, quiet.bytes = tap.messages, tap.bytes
+            if side == "client":
+                self.inbound = quiet
+            else:
+                self.outbound = quiet
+            self.exchange.observer_failed(f"the {side} frame tap", exc)
+            return
         if tap.messages != messages or tap.bytes != size:
             if side == "client":
                 self.stats.frames_in, self.exchange.request_bytes = tap.messages, tap.bytes
@@ -303,17 +347,28 @@ class Tunnel:
     # Backpressure: a side that cannot keep up stops the other from reading.
 
     def upstream_write_paused(self) -> None:
-        self.client.transport.pause_reading()
+        self.client.pause_reading()
 
     def upstream_write_resumed(self) -> None:
         if not self.ended:
-            self.client.transport.resume_reading()
+            self.client.resume_reading()
 
     def client_write_paused(self) -> None:
         self.upstream.pause_reading()
 
     def client_write_resumed(self) -> None:
         self.upstream.resume_reading()
+
+    # A silent session (the route's deadlines ask).
+
+    def deadline(self) -> float | None:
+        return None if self.ended else self._last_heard + self.route.limits.websocket_idle_timeout
+
+    def expired(self) -> None:
+        """Nothing either way for limits.websocket_idle_timeout: a 1001 to both sides."""
+        if self.stats.closed_by is None:
+            self.exchange.fail(Failure.SESSION_IDLE)
+        self._close_both("idle timeout")
 
     # The ends.
 
@@ -325,7 +380,7 @@ class Tunnel:
             self.stats.closed_by, self.stats.close_code = "upstream", 1006
             self.exchange.fail(Failure.UPSTREAM_VANISHED)
             if self.outbound.at_boundary:
-                self.client.transport.write(close_frame(BAD_GATEWAY, b"", masked=False))
+                self.client.write(close_frame(BAD_GATEWAY, b"", masked=False))
         self._end()
 
     def client_lost(self) -> None:
@@ -335,35 +390,35 @@ class Tunnel:
         if self.stats.closed_by is None:
             self.stats.closed_by, self.stats.close_code = "client", 1006
             self.exchange.fail(Failure.CLIENT_VANISHED)
-            transport = self.upstream.transport
-            if self.inbound.at_boundary and transport is not None and not self.upstream.closed:
-                transport.write(close_frame(GOING_AWAY, b"", masked=True))
+            if self.inbound.at_boundary and not self.upstream.closed:
+                self.upstream.write(close_frame(GOING_AWAY, b"", masked=True))
         self._end()
 
     def shutdown(self) -> None:
         """The shutdown grace is over: a 1001 close to both sides, then both closed."""
+        self._close_both("proxy shutting down")
+
+    def _close_both(self, reason: str) -> None:
         if self.ended:
             return
         stats = self.stats
         if stats.closed_by is None:
             stats.closed_by, stats.close_code = "proxy", GOING_AWAY
-            stats.close_reason = "proxy shutting down"
+            stats.close_reason = reason
+        said = reason.encode()
         if self.outbound.at_boundary:
-            self.client.transport.write(
-                close_frame(GOING_AWAY, b"proxy shutting down", masked=False)
-            )
-        transport = self.upstream.transport
-        if self.inbound.at_boundary and transport is not None and not self.upstream.closed:
-            transport.write(close_frame(GOING_AWAY, b"proxy shutting down", masked=True))
+            self.client.write(close_frame(GOING_AWAY, said, masked=False))
+        if self.inbound.at_boundary and not self.upstream.closed:
+            self.upstream.write(close_frame(GOING_AWAY, said, masked=True))
         self._end()
 
     def _end(self) -> None:
         self.ended = True
+        self.route.deadlines.unwatch(self)
         self.upstream.close()
-        self.client.transport.close()
-        self.client.listener.tunnels.discard(self)
-        exchange = self.exchange
-        exchange.end()
+        self.client.close()
+        self.route.sessions.discard(self)
+        self.exchange.end()
 
 
 def _side(watcher: Watcher, side: str) -> OnMessage:

@@ -79,7 +79,7 @@ async def test_encoded_line_breaks_in_the_path_pass_raw(
         pytest.param(b"GET /x#frag HTTP/1.1", id="fragment"),
         pytest.param(b"GET /backend-api/responses#x HTTP/1.1", id="rule"),
         pytest.param(b"GET /x?a=1#f HTTP/1.1", id="query"),
-        pytest.param(b"GET http://127.0.0.1:9/x HTTP/1.1", id="absolute"),
+        pytest.param(b"GET ftp://127.0.0.1:9/x HTTP/1.1", id="absolute-not-http"),
         pytest.param(b"OPTIONS * HTTP/1.1", id="asterisk"),
     ],
 )

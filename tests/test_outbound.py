@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from proxy.config import proxy_from_environ
 from tests.connect_proxy import ConnectProxy
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import StartProxy, parse_response, raw_request, recorder
+from tests.harness import StartProxy, parse_response, raw_request, read_head_and_body, recorder
 
 REQUEST = b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
 
@@ -228,22 +228,54 @@ async def test_slowloris_headers_are_cut_at_the_header_timeout(
     assert any("header_timeout" in line["event"] for line in logs)
 
 
-async def test_connections_over_the_limit_are_closed_and_logged(
+async def test_at_the_limit_a_client_gets_a_json_503_when_every_connection_is_busy(
     start_proxy: StartProxy, fake: FakeUpstream
 ) -> None:
     proxy = await start_proxy(limits={"max_connections": 2})
     with capture_logs() as logs:
         held = [await asyncio.open_connection("127.0.0.1", proxy.port) for _ in range(2)]
+        for _, writer in held:  # each busy: a head under way
+            writer.write(b"GET /ok HTTP/1.1\r\nHost: a\r\n")
+            await writer.drain()
+        await asyncio.sleep(0.1)
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         async with asyncio.timeout(5):
-            assert await reader.read() == b""
+            refused = parse_response(await reader.read())
         writer.close()
+    assert refused.status == 503
+    assert refused.header("Connection") == "close"
+    assert json.loads(refused.body)["error"]["code"] == "too_many_connections"
     [line] = [line for line in logs if line["event"].startswith("connection refused")]
     assert line["max_connections"] == 2
     # The held connections still work.
-    held[0][1].write(b"GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    assert parse_response(await held[0][0].read()).status == 200
-    for _, other in held:
+    for reader_, writer_ in held:
+        writer_.write(b"Connection: close\r\n\r\n")
+        assert parse_response(await reader_.read()).status == 200
+        writer_.close()
+
+
+async def test_at_the_limit_the_oldest_idle_connection_makes_room_for_a_new_client(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy(limits={"max_connections": 2})
+    oldest = await asyncio.open_connection("127.0.0.1", proxy.port)
+    oldest[1].write(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (await read_head_and_body(oldest[0])).status == 200
+    await asyncio.sleep(0.05)
+    newer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    newer[1].write(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (await read_head_and_body(newer[0])).status == 200
+    with capture_logs() as logs:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert parse_response(await reader.read()).status == 200
+        async with asyncio.timeout(5):
+            assert await oldest[0].read() == b""  # closed to make room
+    writer.close()
+    assert not [line for line in logs if line["event"].startswith("connection refused")]
+    newer[1].write(b"GET /four HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert parse_response(await newer[0].read()).status == 200
+    for _, other in (oldest, newer):
         other.close()
 
 

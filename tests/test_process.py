@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -84,9 +85,11 @@ async def test_signal_drains_in_flight_streams_then_exits_0(
         await reader.readuntil(sse_event("response.created", {}))
         proxy.process.send_signal(signum)
         await proxy.wait_for("shutting down")
-        # No new connections once draining has begun.
-        with pytest.raises(ConnectionRefusedError):
-            await asyncio.open_connection("127.0.0.1", proxy.port)
+        # While it drains, the port still answers, but no new exchange starts: a new
+        # request gets a 503 it can act on, and its connection ends.
+        refused = await raw_request(
+            proxy.port, b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+        )
         assert proxy.process.returncode is None
         release.set()
         rest = await reader.read()
@@ -98,7 +101,13 @@ async def test_signal_drains_in_flight_streams_then_exits_0(
     assert sse_event("response.completed", {}) in rest
     assert rest.endswith(b"0\r\n\r\n")
     assert proxy.process.returncode == 0
-    assert [line["outcome"] for line in lines if line["event"] == "request"] == ["completed"]
+    answer = parse_response(refused)
+    assert (answer.status, answer.header("Connection")) == (503, "close")
+    assert json.loads(answer.body)["error"]["code"] == "proxy_shutting_down"
+    assert [line["outcome"] for line in lines if line["event"] == "request"] == [
+        "rejected",
+        "completed",
+    ]
 
 
 async def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(
@@ -127,7 +136,7 @@ async def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(
     assert not rest.endswith(b"0\r\n\r\n")  # cut, never a clean end
     assert proxy.process.returncode == 0
     [request] = [line for line in lines if line["event"] == "request"]
-    assert (request["outcome"], request["cause"]) == ("client_disconnected", "proxy_shutdown")
+    assert (request["outcome"], request["cause"]) == ("proxy_shutdown", "proxy_shutdown")
     assert lines[-1]["event"] == "stopped"
     assert (lines[-1]["drained"], lines[-1]["cut"]) == (0, 1)
 
@@ -135,11 +144,11 @@ async def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(
 async def test_readiness_flips_to_503_while_a_stream_drains(fake: FakeUpstream) -> None:
     release = gated_stream(fake)
     proxy = await start_proxy_process("--upstream", fake.url)
-    probe = b"GET /_proxy/readyz HTTP/1.1\r\nHost: a\r\n\r\n"
+    probe = b"GET /_proxy/readyz HTTP/1.1\r\nHost: a\r\n"
     try:
         stream_reader, stream_writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         probe_reader, probe_writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        probe_writer.write(probe)
+        probe_writer.write(probe + b"\r\n")
         assert (await read_head_and_body(probe_reader)).status == 200
         stream_writer.write(
             b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
@@ -147,9 +156,10 @@ async def test_readiness_flips_to_503_while_a_stream_drains(fake: FakeUpstream) 
         await stream_reader.readuntil(sse_event("response.created", {}))
         proxy.process.send_signal(signal.SIGTERM)
         draining = await proxy.wait_for("shutting down")
-        # The probe's kept-alive connection is still served while the stream drains.
-        probe_writer.write(probe)
-        not_ready = await read_head_and_body(probe_reader)
+        # The probe's idle kept-alive connection closes at once; a new probe (as
+        # Kubernetes' kubelet makes one per probe) is answered while the stream drains.
+        assert await probe_reader.read() == b""
+        not_ready = parse_response(await raw_request(proxy.port, probe + b"Connection: close\r\n\r\n"))
         release.set()
         rest = await stream_reader.read()
         stream_writer.close()

@@ -37,7 +37,7 @@ SECRET = "cookie-secret-value-0123456789"
             400,
             "bad_request",
         ),
-        (b"FOO /x HTTP/1.1\r\nHost: a\r\n\r\n", 400, "bad_request"),
+        (b"F(O /x HTTP/1.1\r\nHost: a\r\n\r\n", 400, "bad_request"),
     ],
 )
 async def test_malformed_requests_get_json_errors_and_reach_nobody(

@@ -23,22 +23,40 @@ async def other(aiohttp_server: AiohttpServer) -> FakeUpstream:
 
 
 @pytest.mark.parametrize(
-    "request_line",
+    ("request_line", "path"),
     [
-        "GET http://127.0.0.1:{other}/steal HTTP/1.1",
-        "POST http://127.0.0.1:{other}/backend-api/responses HTTP/1.1",
-        "GET https://127.0.0.1:{other}/steal HTTP/1.1",
+        ("GET http://127.0.0.1:{other}/steal HTTP/1.1", "/steal"),
+        ("POST http://127.0.0.1:{other}/backend-api/responses HTTP/1.1", "/backend-api/codex/responses"),
+        ("GET https://127.0.0.1:{other}/steal?q=1 HTTP/1.1", "/steal?q=1"),
+        ("GET HTTP://user@127.0.0.1:{other} HTTP/1.1", "/"),
     ],
 )
-async def test_absolute_form_targets_are_refused(
-    proxy: RunningProxy, fake: FakeUpstream, other: FakeUpstream, request_line: str
+async def test_absolute_form_targets_go_to_the_configured_upstream_only(
+    proxy: RunningProxy, fake: FakeUpstream, other: FakeUpstream, request_line: str, path: str
 ) -> None:
+    """RFC 9112 §3.2.2: a server must accept absolute-form. Its path (and query) is used,
+    rewritten like any other; its authority never: only the configured upstream is asked."""
     line = request_line.format(other=other.port)
     data = f"{line}\r\nHost: 127.0.0.1:{other.port}\r\nAuthorization: Bearer t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     response = parse_response(await raw_request(proxy.port, data.encode()))
+    assert response.status == 200
+    assert other.received == []
+    [seen] = fake.received
+    assert seen.target == path
+    assert dict(seen.headers)["Host"] == f"127.0.0.1:{fake.port}"
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GET ftp://127.0.0.1/x HTTP/1.1", b"GET //127.0.0.1/x#f HTTP/1.1"],
+)
+async def test_targets_other_than_a_path_or_an_http_url_are_refused(
+    proxy: RunningProxy, fake: FakeUpstream, request_line: bytes
+) -> None:
+    data = request_line + b"\r\nHost: a\r\nConnection: close\r\n\r\n"
+    response = parse_response(await raw_request(proxy.port, data))
     assert response.status == 400
     assert json.loads(response.body)["error"]["code"] == "bad_request"
-    assert other.received == []
     assert fake.received == []
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from proxy.pool import Origin, Pool
+from proxy.connector import Connector
+from proxy.pool import Pool
 from tests.harness import (
     StartProxy,
     Taker,
@@ -152,7 +153,7 @@ async def test_a_connection_idle_across_a_sleep_is_never_taken(upstream: Upstrea
     """The loop's clock stops while a machine sleeps; the wall's does not. A connection
     idle for longer than upstream.keepalive_timeout by the wall is closed, not used."""
     settings = settings_for(upstream.url, upstream={"warm_connections": 0})
-    pool = Pool(settings, origin=Origin.parse(upstream.url))
+    pool = Pool(settings.upstream, connector=Connector(settings.upstream))
     try:
         first = Taker()
         pool.acquire(first)

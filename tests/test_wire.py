@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from proxy.pool import Origin, Pool
+from proxy.connector import Connector
+from proxy.pool import Pool
 from tests.fake_upstream import MINIMAL_SSE, FakeUpstream, sse_event
 from tests.harness import (
     RunningProxy,
@@ -355,7 +356,9 @@ async def test_a_connection_its_slow_reader_paused_goes_back_to_the_pool_reading
     the client's buffer): the connection must serve the next request, so it is released
     reading again. (Seen in the benchmark: a 50 MB body to a slow reader, then the next
     request on that connection waited for an answer it would never read.)"""
-    pool = Pool(settings_for(fake.url), origin=Origin.parse(fake.url))
+    pool = Pool(
+        settings_for(fake.url).upstream, connector=Connector(settings_for(fake.url).upstream)
+    )
     try:
         first = Taker()
         pool.acquire(first)

@@ -1,0 +1,104 @@
+"""The request writer: one request on its way up, as the client framed it.
+
+Phases: WAITING (no upstream connection yet: the head and what came of the body are
+held), BODY (the head is out, the body goes on as it comes, one write per client read),
+SENT (all of it is out). While what was sent stays small, a copy is kept, so that a
+request whose kept-alive connection turns out closed before any byte of an answer can
+be sent again on a fresh one.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+# Bytes of a request kept to send again (its head and body): past this, no second try.
+KEEP_LIMIT = 256 * 1024
+
+
+class Sending(enum.Enum):
+    WAITING = "waiting"
+    BODY = "body"
+    SENT = "sent"
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, parts: list[bytes]) -> None: ...
+
+
+class RequestWriter:
+    __slots__ = ("_kept", "_kept_size", "_pending", "complete", "held", "phase")
+
+    def __init__(self) -> None:
+        self.phase = Sending.WAITING
+        self._pending: list[bytes] = []
+        # Bytes held while no connection is ready.
+        self.held = 0
+        self._kept: list[bytes] | None = []
+        self._kept_size = 0
+        # The client has sent the whole body.
+        self.complete = False
+
+    def begin(self, head: bytes) -> None:
+        """The head goes first, before whatever of the body came while it waited its turn."""
+        self._pending.insert(0, head)
+        self._keep(head, first=True)
+        self.held += len(head)
+
+    def add(self, raw: bytes) -> None:
+        self._pending.append(raw)
+        self._keep(raw)
+        if self.phase is Sending.WAITING:
+            self.held += len(raw)
+
+    def finish(self) -> None:
+        self.complete = True
+
+    def drop(self) -> None:
+        """Nothing more goes up (the request was refused, or is too large)."""
+        self._pending.clear()
+        self._kept = None
+
+    def send(self, sink: Sink) -> bool:
+        """Write what is pending; True when that sent the last of the request."""
+        pending = self._pending
+        if pending:
+            if len(pending) == 1:
+                sink.write(pending[0])
+            else:
+                # One write of several buffers (the loop gathers them into one send).
+                sink.writelines(pending)
+            self._pending = []
+        self.held = 0
+        if self.complete and self.phase is not Sending.SENT:
+            self.phase = Sending.SENT
+            return True
+        if self.phase is Sending.WAITING:
+            self.phase = Sending.BODY
+        return False
+
+    @property
+    def replayable(self) -> bool:
+        """Everything sent so far is kept: it can all be sent again."""
+        return self._kept is not None
+
+    def rewind(self) -> None:
+        """Send it all again, on a fresh connection."""
+        assert self._kept is not None
+        # Every piece, sent or pending, is in the copy.
+        self._pending = list(self._kept)
+        self.phase = Sending.WAITING
+
+    def _keep(self, piece: bytes, *, first: bool = False) -> None:
+        kept = self._kept
+        if kept is None:
+            return
+        self._kept_size += len(piece)
+        if self._kept_size > KEEP_LIMIT:
+            self._kept = None
+        elif first:
+            kept.insert(0, piece)
+        else:
+            kept.append(piece)

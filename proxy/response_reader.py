@@ -1,0 +1,312 @@
+"""The response reader: the upstream's answer to one request, read in named phases and
+turned into the bytes the client receives.
+
+Phases: HEAD (nothing of an answer yet), INTERIM (interim answers relayed, the final one
+still to come), BODY, DONE, UPGRADED (a 101: the bytes after it are a new protocol's).
+framing.py finds where each head and the body end; llhttp parses the heads and checks a
+chunked body's framing. The client gets the upstream's status, reason and end-to-end
+headers as sent, and the body as the upstream framed it (its Content-Length, or its
+chunks, trailers and all, byte for byte), except where the client cannot take that
+framing: an HTTP/1.0 client gets a chunked body un-chunked and delimited by the close; a
+body the upstream delimits by its close reaches an HTTP/1.1 client chunked, one chunk
+per read. Whatever follows a complete answer was never asked for: it is dropped, and
+the connection is never used again.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+from collections.abc import Callable
+
+from proxy.forward import Head
+from proxy.framing import Body, Message, Phase
+from proxy.headers import UPGRADE, RawPairs, first_invalid_utf8, hop_by_hop, tokens
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_NOTABLE = {
+    b"content-type": 1,
+    b"content-length": 2,
+    b"transfer-encoding": 3,
+    b"sec-websocket-accept": 4,
+}
+
+
+class Answer(enum.Enum):
+    HEAD = "head"
+    INTERIM = "interim"
+    BODY = "body"
+    DONE = "done"
+    UPGRADED = "upgraded"
+
+
+class Delivery(enum.Enum):
+    """How the body reaches the client."""
+
+    NONE = "none"  # HEAD, 204, 304, 101
+    AS_SENT = "as sent"  # the upstream's Content-Length or chunks, byte for byte
+    UNCHUNKED = "unchunked"  # chunks to an HTTP/1.0 client: their content, then the close
+    CHUNKED = "chunked"  # a body the upstream ends by closing, to an HTTP/1.1 client
+    UNTIL_CLOSE = "until close"  # the same, to an HTTP/1.0 client
+
+
+class BadResponseError(Exception):
+    """An answer that cannot be relayed as it is."""
+
+    handshake = False
+
+
+class BadHandshakeError(BadResponseError):
+    handshake = True
+
+
+class ResponseReader:
+    __slots__ = (
+        "_accept",
+        "_closing",
+        "_codings",
+        "_length",
+        "_message",
+        "closes",
+        "delivery",
+        "event_stream",
+        "headers",
+        "interim_heads",
+        "junk",
+        "phase",
+        "reason",
+        "request",
+        "reusable",
+        "status",
+    )
+
+    def __init__(
+        self, request: Head, *, head_limit: int, line_limit: int, closing: Callable[[], bool]
+    ) -> None:
+        self.request = request
+        self._closing = closing
+        self.phase = Answer.HEAD
+        self._message = Message(request=False, head_limit=head_limit, line_limit=line_limit)
+        self.status = 0
+        self.reason = b""
+        self.headers: RawPairs = []
+        self.delivery = Delivery.NONE
+        # The client connection ends with this answer (its head said so).
+        self.closes = False
+        self.event_stream = False
+        # The answer came framed and llhttp says the connection may serve another.
+        self.reusable = False
+        # Bytes came after the answer was complete.
+        self.junk = False
+        self.interim_heads = 0
+        self._length: bytes | None = None
+        self._codings: bytes | None = None
+        self._accept: bytes | None = None
+
+    @property
+    def answered(self) -> bool:
+        """The final answer's head is through."""
+        return self.phase in (Answer.BODY, Answer.DONE)
+
+    @property
+    def started(self) -> bool:
+        """Something of an answer reached the client (an interim answer counts)."""
+        return self.phase is not Answer.HEAD
+
+    def feed(self, data: bytes, out: list[bytes], pieces: list[bytes]) -> int:
+        """Read what the upstream sent: the client's bytes are added to `out`, the body's
+        content to `pieces`. Returns where a new protocol begins in `data` after a 101
+        (else -1). BadResponseError or FramingError: the answer cannot be relayed."""
+        at, end = 0, len(data)
+        while at < end:
+            phase = self.phase
+            if phase is Answer.HEAD or phase is Answer.INTERIM:
+                stop = self._message.read_head(data, at)
+                if stop < 0:
+                    return -1
+                at = stop
+                self._head(out)
+                if self.phase is Answer.UPGRADED:
+                    return at
+            elif phase is Answer.BODY:
+                at = self._body(data, at, out, pieces)
+            else:
+                self.junk = True  # whatever follows a complete answer
+                return -1
+        return -1
+
+    def upstream_closed(self, out: list[bytes]) -> bool:
+        """The upstream closed: whether that ends the body as it should (a body delimited
+        by the close), rather than cutting it."""
+        if self.phase is Answer.BODY and self._message.body is Body.UNTIL_CLOSE:
+            if self.delivery is Delivery.CHUNKED:
+                out.append(b"0\r\n\r\n")
+            self.phase = Answer.DONE
+            return True
+        return False
+
+    # --- Heads.
+
+    def _head(self, out: list[bytes]) -> None:
+        message = self._message
+        parser = message.parser
+        status = parser.get_status_code()
+        headers, reason = message.headers, message.reason
+        if 100 <= status < 200 and status != 101:
+            # 103 Early Hints and the like are relayed; 100 was this hop's to send (it
+            # answered Expect itself); an HTTP/1.0 client gets none (RFC 9110 §15.2).
+            self.phase = Answer.INTERIM
+            self._message = message.next()
+            message.release()
+            if status != 100 and self.request.version == "1.1":
+                self.interim_heads += 1
+                out.append(_client_head("1.1", status, reason, headers, self._drop(headers)))
+            return
+        self._scan(headers)
+        self._check(status, headers)
+        self.status, self.reason, self.headers = status, reason, headers
+        if status == 101:
+            self.phase = Answer.UPGRADED
+            return
+        body, length = self._framing(status)
+        message.frame(body, length)
+        client = self.request.version
+        if body is Body.UNTIL_CLOSE:
+            self.delivery = Delivery.UNTIL_CLOSE if client == "1.0" else Delivery.CHUNKED
+        elif body is Body.CHUNKED and client == "1.0":
+            self.delivery = Delivery.UNCHUNKED
+        elif body is not Body.NONE:
+            self.delivery = Delivery.AS_SENT
+        chunked = body is Body.CHUNKED or self.delivery is Delivery.CHUNKED
+        close = self._closing() or self.delivery in (Delivery.UNTIL_CLOSE, Delivery.UNCHUNKED)
+        self.closes = close
+        out.append(
+            _client_head(
+                client,
+                status,
+                reason,
+                headers,
+                self._drop(headers),
+                chunked=chunked and client == "1.1",
+                close=close,
+            )
+        )
+        if message.phase is Phase.DONE:
+            self._done()
+        else:
+            self.phase = Answer.BODY
+
+    def _drop(self, headers: RawPairs) -> frozenset[bytes]:
+        listed: frozenset[bytes] = frozenset()
+        for name, value in headers:
+            if name.lower() == b"connection":
+                listed |= tokens(value)
+        return hop_by_hop(listed)
+
+    def _scan(self, headers: RawPairs) -> None:
+        notable = _NOTABLE
+        for name, value in headers:
+            kind = notable.get(name.lower())
+            if kind is None:
+                continue
+            if kind == 1:
+                self.event_stream = value[:17].lower() == b"text/event-stream"
+            elif kind == 2:
+                self._length = value
+            elif kind == 3:
+                self._codings = value if self._codings is None else self._codings + b"," + value
+            else:
+                self._accept = value.strip()
+
+    def _check(self, status: int, headers: RawPairs) -> None:
+        """What cannot be relayed as it is fails here, before any of it reaches the client."""
+        invalid = first_invalid_utf8(headers)
+        if invalid is not None:
+            raise BadResponseError(
+                f"header {invalid.decode('ascii', 'replace')!r} is not valid UTF-8: "
+                "it cannot be relayed unchanged"
+            )
+        if status == 101:
+            if not self.request.websocket:
+                raise BadResponseError("101 Switching Protocols to a request that asked none")
+            key = self.request.ws_key
+            assert key is not None
+            expected = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())  # noqa: S324 - RFC 6455
+            if self._accept != expected:
+                raise BadHandshakeError("Sec-WebSocket-Accept does not match the key")
+        codings = self._codings
+        if codings is not None and codings.strip().lower() != b"chunked":
+            raise BadResponseError(f"unsupported Transfer-Encoding {codings.decode('latin-1')!r}")
+
+    def _framing(self, status: int) -> tuple[Body, int]:
+        """RFC 9112 §6.3, in its order."""
+        if self.request.method == b"HEAD" or status in (204, 304):
+            return Body.NONE, 0
+        if self._codings is not None:
+            return Body.CHUNKED, 0
+        if self._length is not None:
+            return Body.LENGTH, int(self._length)
+        return Body.UNTIL_CLOSE, 0
+
+    # --- The body.
+
+    def _body(self, data: bytes, at: int, out: list[bytes], pieces: list[bytes]) -> int:
+        message = self._message
+        first = len(pieces)
+        stop = message.read_body(data, at, pieces)
+        delivery = self.delivery
+        if delivery is Delivery.AS_SENT or delivery is Delivery.UNTIL_CLOSE:
+            out.append(data if not at and stop == len(data) else data[at:stop])
+        elif delivery is Delivery.UNCHUNKED:
+            out += pieces[first:]
+        else:
+            content = pieces[first:]
+            size = sum(map(len, content))
+            if size:
+                out += (b"%x\r\n" % size, *content, b"\r\n")
+        if message.phase is Phase.DONE:
+            self._done()
+        return stop
+
+    def _done(self) -> None:
+        self.phase = Answer.DONE
+        message = self._message
+        self.reusable = message.body is not Body.UNTIL_CLOSE and message.keep_alive
+        message.release()
+
+
+def _client_head(
+    version: str,
+    status: int,
+    reason: bytes,
+    headers: RawPairs,
+    drop: frozenset[bytes],
+    *,
+    chunked: bool = False,
+    close: bool = False,
+) -> bytes:
+    """The response head the client receives, in one join: the upstream's status, reason
+    and end-to-end pairs as sent, then this hop's framing and connection headers."""
+    http10 = version == "1.0"
+    parts = [b"HTTP/1.0 " if http10 else b"HTTP/1.1 ", b"%d " % status, reason, b"\r\n"]
+    for name, value in headers:
+        if name.lower() not in drop:
+            parts += (name, b": ", value, b"\r\n")
+    if chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    if close and not http10:
+        parts.append(b"Connection: close\r\n")
+    elif not close and http10:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def switching_head(reason: bytes, headers: RawPairs) -> bytes:
+    """The 101 the client receives: its headers end to end, Connection and Upgrade kept."""
+    listed: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            listed |= tokens(value)
+    return _client_head("1.1", 101, reason, headers, hop_by_hop(listed, keep=UPGRADE))
