@@ -148,7 +148,6 @@ class Message:
         """llhttp's parser, for what it read off the head (version, status, keep-alive)."""
         return self._parser
 
-
     def next(self) -> Message:
         """A message to read the next head with, within the same limits."""
         return Message(

@@ -88,7 +88,8 @@ async def test_signal_drains_in_flight_streams_then_exits_0(
         # While it drains, the port still answers, but no new exchange starts: a new
         # request gets a 503 it can act on, and its connection ends.
         refused = await raw_request(
-            proxy.port, b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+            proxy.port,
+            b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         )
         assert proxy.process.returncode is None
         release.set()
@@ -159,7 +160,9 @@ async def test_readiness_flips_to_503_while_a_stream_drains(fake: FakeUpstream) 
         # The probe's idle kept-alive connection closes at once; a new probe (as
         # Kubernetes' kubelet makes one per probe) is answered while the stream drains.
         assert await probe_reader.read() == b""
-        not_ready = parse_response(await raw_request(proxy.port, probe + b"Connection: close\r\n\r\n"))
+        not_ready = parse_response(
+            await raw_request(proxy.port, probe + b"Connection: close\r\n\r\n")
+        )
         release.set()
         rest = await stream_reader.read()
         stream_writer.close()

@@ -26,7 +26,10 @@ async def other(aiohttp_server: AiohttpServer) -> FakeUpstream:
     ("request_line", "path"),
     [
         ("GET http://127.0.0.1:{other}/steal HTTP/1.1", "/steal"),
-        ("POST http://127.0.0.1:{other}/backend-api/responses HTTP/1.1", "/backend-api/codex/responses"),
+        (
+            "POST http://127.0.0.1:{other}/backend-api/responses HTTP/1.1",
+            "/backend-api/codex/responses",
+        ),
         ("GET https://127.0.0.1:{other}/steal?q=1 HTTP/1.1", "/steal?q=1"),
         ("GET HTTP://user@127.0.0.1:{other} HTTP/1.1", "/"),
     ],
