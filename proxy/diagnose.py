@@ -62,8 +62,8 @@ def _symptom(exchange: Exchange, status: int, content_type: str, upstream_host: 
             return (
                 f"no token was sent: the request had no Authorization header and "
                 f"{upstream_host} answered {status}; the client should send "
-                "Authorization: Bearer <ChatGPT access token> (and ChatGPT-Account-Id: "
-                "<account id>)"
+                "Authorization: Bearer <access token> (its ChatGPT sign-in) and "
+                "ChatGPT-Account-Id: <account id>"
             )
         return (
             f"{upstream_host} answered {status} with JSON: the access token is expired or "

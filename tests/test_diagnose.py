@@ -172,8 +172,8 @@ JSON = [("Content-Type", "application/json")]
         (
             exchange("/backend-api/codex/responses", 401, response=JSON),
             "no token was sent: the request had no Authorization header and h answered 401; "
-            "the client should send Authorization: Bearer <ChatGPT access token> (and "
-            "ChatGPT-Account-Id: <account id>)",
+            "the client should send Authorization: Bearer <access token> (its ChatGPT "
+            "sign-in) and ChatGPT-Account-Id: <account id>",
         ),
         (
             exchange(

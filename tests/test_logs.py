@@ -22,7 +22,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from proxy.log import ExchangeLine
-from proxy.redact import fingerprint
+from proxy.redact import fingerprint, redact_text
 from tests.fake_upstream import CLOUDFLARE_403, FakeUpstream, sse_event
 from tests.harness import (
     RunningProxy,
@@ -315,9 +315,11 @@ async def test_diagnosis_auth_refused_with_json(
         line = await logged_request(proxy, without)
         assert line["diagnosis"] == (
             f"no token was sent: the request had no Authorization header and 127.0.0.1 answered "
-            f"{status}; the client should send Authorization: Bearer <ChatGPT access token> "
-            "(and ChatGPT-Account-Id: <account id>)"
+            f"{status}; the client should send Authorization: Bearer <access token> (its "
+            "ChatGPT sign-in) and ChatGPT-Account-Id: <account id>"
         )
+        # Nothing in it looks like a credential: the rendered line shows it as written.
+        assert redact_text(line["diagnosis"]) == line["diagnosis"]
 
 
 async def test_rejected_outcome_names_the_limit(
