@@ -108,7 +108,9 @@ class View:
                 assert secret not in text
 
 
-async def open_inspector(browser: Browser, server: RunningProxy, width: int = 1440) -> View:
+async def open_inspector(
+    browser: Browser, server: RunningProxy, width: int = 1440, address: str = ""
+) -> View:
     context = await browser.new_context(viewport={"width": width, "height": 860})
     context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
@@ -135,7 +137,7 @@ async def open_inspector(browser: Browser, server: RunningProxy, width: int = 14
     devtools = await context.new_cdp_session(page)
     devtools.on("Network.eventSourceMessageReceived", on_message)
     await devtools.send("Network.enable")
-    await page.goto(f"{view.origin}/_proxy/")
+    await page.goto(f"{view.origin}/_proxy/{address}")
     await expect(page.locator("#connection")).to_have_text("live")
     return view
 
@@ -520,7 +522,7 @@ async def test_error_statuses_are_said_in_words_and_flagged_rows_show_their_diag
     )
     await expect(rows.nth(1).locator(".row-diagnosis")).to_have_text(wrong_base)
     await expect(rows.nth(1).locator(".row-diagnosis")).to_be_visible()
-    await expect(rows.nth(3).locator(".row-diagnosis")).to_contain_text("answered 403 with JSON")
+    await expect(rows.nth(3).locator(".row-diagnosis")).to_contain_text("no token was sent")
     # A flagged 404 with no diagnosis of the proxy's still says why it is flagged.
     await expect(rows.nth(2).locator(".row-diagnosis")).to_have_count(0)
     await rows.nth(2).click()
@@ -604,3 +606,109 @@ async def test_the_page_fits_every_width_from_a_phone_to_a_wide_screen(
     await page.locator("#close").click()
     await expect(detail).to_be_hidden()
     view.check_clean()
+
+
+# Where the lines of an element break: the character before each break.
+BREAKS_IN = """(element) => {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  const characters = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let at = 0; at < node.length; at += 1) {
+      const range = document.createRange();
+      range.setStart(node, at);
+      range.setEnd(node, at + 1);
+      const box = range.getBoundingClientRect();
+      if (box.width) characters.push([node.data[at], Math.round(box.top)]);
+    }
+  }
+  return characters.filter((item, at) => at + 1 < characters.length && characters[at + 1][1] > item[1] + 2)
+    .map(([character]) => character);
+}"""
+BREAKS = f"(selector) => [...document.querySelectorAll(selector)].map({BREAKS_IN})"
+
+
+async def test_at_390_px_paths_break_after_a_slash_long_values_scroll_and_back_closes(
+    start_proxy: StartProxy, fake: FakeUpstream, browser: Browser, tmp_path: Path
+) -> None:
+    """A phone's width: a path wraps only after a "/" (never at the hyphen of
+    backend-api), a long header value scrolls in its cell instead of breaking mid-word,
+    and the detail has an address of its own (/_proxy/#/exchange/N) that the browser's
+    back and forward close and open, and that a reload or another tab opens again."""
+    inspected = await start_proxy(inspector={"enabled": True})
+    answers_by_path(fake)
+    long_path = "/backend-api/wham/tasks/task-e-7c1d2b/turns/turn-4567-a/sibling-turns/404"
+    request_id = "req-" + "0123456789abcdef" * 8
+    view = await open_inspector(browser, inspected, width=390)
+    page = view.page
+    async with aiohttp.ClientSession() as client:
+        async with client.get(
+            inspected.make_url(long_path), headers={"x-client-request-id": request_id}
+        ) as response:
+            await response.read()
+        async with await post_legacy(client, inspected) as response:
+            await response.read()
+    await recorder(inspected).wait_ended(2)
+    rows = page.locator("#rows tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.first.locator(".c-events .last")).to_have_text("response.completed")
+    for selector in ("#rows td.c-path .path", "#rows td.c-path .upstream"):
+        breaks = await page.evaluate(BREAKS, selector)
+        assert any(breaks), (selector, "nothing wrapped: the test shows nothing")
+        assert {character for found in breaks for character in found} == {"/"}, breaks
+    await no_horizontal_overflow(page)
+
+    # The detail: its own address, and the browser's back and forward.
+    await rows.nth(1).click()
+    detail = page.locator("#detail")
+    await expect(detail).to_be_visible()
+    assert page.url == f"{view.origin}/_proxy/#/exchange/1"
+    value = detail.locator("table.headers .value", has_text=request_id)
+    await expect(value).to_have_text(request_id)
+    size = await value.evaluate("(element) => [element.scrollWidth, element.clientWidth]")
+    assert size[0] > size[1], f"the long value does not scroll: {size}"
+    assert await value.evaluate(BREAKS_IN) == [], "the long value is broken over lines"
+    await within_width(page, "#detail", 390)
+    title_breaks = await page.evaluate(BREAKS, "#detail-title")
+    assert set(title_breaks[0]) <= {"/", " "}, title_breaks
+    await page.screenshot(path=tmp_path / "detail-390.png")
+
+    await page.go_back()
+    await expect(detail).to_be_hidden()
+    assert page.url == f"{view.origin}/_proxy/"
+    await page.go_forward()
+    await expect(detail).to_be_visible()
+    await expect(page.locator("#detail-title")).to_contain_text(long_path)
+    await page.locator("#close").click()
+    await expect(detail).to_be_hidden()
+    assert page.url == f"{view.origin}/_proxy/"
+    await rows.first.click()
+    await expect(page.locator("#detail-title")).to_contain_text(LEGACY)
+    assert page.url == f"{view.origin}/_proxy/#/exchange/2"
+    await page.reload()
+    await expect(page.locator("#connection")).to_have_text("live")
+    await expect(detail).to_be_visible()
+    await expect(page.locator("#detail-title")).to_contain_text(LEGACY)
+    await page.locator("#close").click()
+    await expect(detail).to_be_hidden()
+    assert page.url == f"{view.origin}/_proxy/"
+
+    # Side by side (a wide window), one exchange after another is one history entry:
+    # back returns to the list.
+    wide = await open_inspector(browser, inspected)
+    await wide.page.locator("#rows tr").nth(1).click()
+    await wide.page.locator("#rows tr").first.click()
+    assert wide.page.url == f"{view.origin}/_proxy/#/exchange/2"
+    await wide.page.go_back()
+    await expect(wide.page.locator("#detail")).to_be_hidden()
+    assert wide.page.url == f"{view.origin}/_proxy/"
+
+    shared = await open_inspector(browser, inspected, width=390, address="#/exchange/1")
+    await expect(shared.page.locator("#detail")).to_be_visible()
+    await expect(shared.page.locator("#detail-title")).to_contain_text(long_path)
+    await shared.page.keyboard.press("Escape")
+    await expect(shared.page.locator("#detail")).to_be_hidden()
+    assert shared.page.url == f"{view.origin}/_proxy/"
+    gone = await open_inspector(browser, inspected, width=390, address="#/exchange/99")
+    await expect(gone.page.locator("#detail")).to_be_hidden()
+    for opened in (view, wide, shared, gone):
+        opened.check_clean()

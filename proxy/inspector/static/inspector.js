@@ -69,6 +69,8 @@
     bodyMatches: null, // seqs whose kept content matches the filter (from the proxy)
     searchTimer: null,
     images: new Map(), // image URL -> its <img>, for the selected exchange
+    wanted: null, // the exchange the address names (#/exchange/N), until it arrives
+    pushed: false, // the open detail has a history entry of its own over the list's
   };
   const TREE_NODES = 3000; // most JSON tree nodes drawn per body
 
@@ -108,6 +110,17 @@
     }
     return `${unit ? value.toFixed(value < 10 ? 1 : 0) : value} ${units[unit]}`;
   }
+  // A path that wraps only after a "/": each piece stays whole (a hyphen is no place to
+  // break "backend-api"), unless it alone is wider than the line.
+  function pathView(path, cls) {
+    const view = el("span", { class: `path-text ${cls || ""}` });
+    const pieces = String(path).match(/[^/]*\/|[^/]+$/g) || [""];
+    pieces.forEach((piece, index) => {
+      if (index) view.append(el("wbr"));
+      view.append(el("span", { class: "piece" }, piece));
+    });
+    return view;
+  }
   const statusClass = (status) => (status ? `${Math.floor(status / 100)}xx` : "none");
   const errorStatus = (rec) => !rec.live && rec.outcome === "completed" && (rec.status || 0) >= 400;
   const statusWords = (status) => STATUS_WORDS[status] || (status >= 500 ? "server error" : "client error");
@@ -129,11 +142,11 @@
   // ---- the list -------------------------------------------------------------------------
 
   function cells(rec) {
-    const path = el("td", { class: "c-path" }, el("span", { class: "path" }, rec.path));
+    const path = el("td", { class: "c-path" }, pathView(rec.path, "path"));
     if (rec.rule) {
       path.append(el("span", { class: "rewritten-to" },
         el("span", { class: "arrow", "aria-label": "rewritten to" }, " → "),
-        el("span", { class: "upstream" }, rec.upstream_path || ""),
+        pathView(rec.upstream_path || "", "upstream"),
         el("span", { class: "rule", title: "rewrite rule" }, rec.rule)));
     }
     if (rec.diagnosis) path.append(el("span", { class: "row-diagnosis" }, rec.diagnosis));
@@ -278,11 +291,13 @@
     const seqs = new Set(before);
     for (const rec of snapshot.exchanges) for (const seq of accept(rec)) seqs.add(seq);
     show([...seqs].sort((a, b) => a - b));
+    openWanted();
   }
 
   function onExchange(event) {
     const rec = JSON.parse(event.data);
     show(accept(rec));
+    openWanted();
     if (!rec.live && state.bodyMatches) searchBodies();
   }
 
@@ -318,7 +333,9 @@
   function headerTable(headers, label) {
     if (!headers.length) return el("p", { class: "muted" }, "none");
     const table = el("table", { class: "headers", "aria-label": label });
-    for (const [name, value] of headers) table.append(el("tr", {}, el("td", {}, name), el("td", {}, value)));
+    for (const [name, value] of headers) {
+      table.append(el("tr", {}, el("td", {}, el("div", { class: "value" }, name)), el("td", {}, el("div", { class: "value" }, value))));
+    }
     return table;
   }
 
@@ -597,11 +614,11 @@
   function renderDetail() {
     const rec = state.records.get(state.selected);
     if (!rec) return;
-    ui.title.textContent = `${rec.method} ${rec.path}`;
+    ui.title.replaceChildren(`${rec.method} `, pathView(rec.path));
     const parts = [];
     const rewrite = rec.rule
-      ? el("p", { class: "rewrite" }, rec.path, el("span", { class: "arrow" }, " → "),
-        el("span", { class: "upstream" }, rec.upstream_path), el("span", { class: "rule" }, rec.rule))
+      ? el("p", { class: "rewrite" }, pathView(rec.path), el("span", { class: "arrow" }, " → "),
+        pathView(rec.upstream_path, "upstream"), el("span", { class: "rule" }, rec.rule))
       : el("p", { class: "muted" }, rec.upstream_path ? "not rewritten: no rule matched" : "not forwarded");
     parts.push(section("rewrite", rewrite));
     const note = explanation(rec);
@@ -668,7 +685,50 @@
     if (list) list.scrollTop = atEnd ? list.scrollHeight : top;
   }
 
-  function openDetail(seq) {
+  // Each open exchange has an address, /_proxy/#/exchange/N: the browser's back and
+  // forward open and close the detail, and the address can be shared and reloaded.
+  const addressOf = (seq) => `#/exchange/${seq}`;
+  function addressed() {
+    const found = /^#\/exchange\/(\d+)$/.exec(location.hash);
+    return found ? Number(found[1]) : null;
+  }
+
+  function followAddress() {
+    const seq = addressed();
+    state.wanted = null;
+    if (seq === null) {
+      if (state.selected !== null) closeDetail({ fromHistory: true });
+    } else if (state.records.has(seq)) {
+      if (state.selected !== seq) openDetail(seq, { fromHistory: true });
+    } else {
+      state.wanted = seq; // opened when the snapshot or the exchange itself arrives
+    }
+  }
+
+  function openWanted() {
+    const seq = state.wanted;
+    if (seq === null) return;
+    if (state.records.has(seq)) {
+      state.wanted = null;
+      openDetail(seq, { fromHistory: true });
+    } else if (seq <= state.newest) {
+      // No longer kept (or from another run of the proxy): the address says the list.
+      state.wanted = null;
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+  }
+
+  function openDetail(seq, { fromHistory = false } = {}) {
+    if (!fromHistory && addressed() !== seq) {
+      // From the list: a new history entry; from one exchange to another: the same one,
+      // so that back (and Close) return to the list.
+      if (state.selected === null) {
+        history.pushState(null, "", addressOf(seq));
+        state.pushed = true;
+      } else {
+        history.replaceState(null, "", addressOf(seq));
+      }
+    }
     const previous = state.rows.get(state.selected);
     if (previous) previous.removeAttribute("aria-current");
     if (state.selected !== seq) {
@@ -685,7 +745,16 @@
     ui.detail.focus();
   }
 
-  function closeDetail() {
+  function closeDetail({ fromHistory = false } = {}) {
+    if (!fromHistory && addressed() !== null) {
+      if (state.pushed) {
+        state.pushed = false;
+        history.back(); // the list's own entry; its popstate finds the detail closed
+      } else {
+        history.replaceState(null, "", location.pathname + location.search);
+      }
+    }
+    if (fromHistory) state.pushed = false;
     const row = state.rows.get(state.selected);
     state.selected = null;
     state.content = null;
@@ -770,7 +839,7 @@
       event.target.blur();
     }
   });
-  ui.close.addEventListener("click", closeDetail);
+  ui.close.addEventListener("click", () => closeDetail());
   ui.pause.addEventListener("click", togglePause);
   ui.filter.addEventListener("input", () => {
     state.bodyMatches = null;
@@ -800,6 +869,8 @@
     }
   }, 250);
 
+  window.addEventListener("popstate", followAddress);
   summary();
+  state.wanted = addressed();
   connect();
 })();
