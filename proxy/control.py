@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpResponseParser
 
@@ -29,6 +29,8 @@ from proxy.route import CONTROL_BODY_LIMIT
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from proxy.sides import ClientSide
 
 
 class Control:
@@ -81,24 +83,6 @@ class Control:
             await self._runner.cleanup()
 
 
-class Client(Protocol):
-    """What a control request needs of its client connection."""
-
-    closed: bool
-
-    def write(self, data: bytes) -> None: ...
-
-    def abort(self) -> None: ...
-
-    def extra_info(self, name: str, default: Any = None) -> Any: ...
-
-    def pause_reading(self, reason: int) -> None: ...
-
-    def resume_reading(self, reason: int) -> None: ...
-
-    def request_done(self, request: Any) -> None: ...
-
-
 class ControlRequest:
     """One `/_proxy` request on a client connection, while aiohttp answers it. The
     control plane takes no uploads: a body past CONTROL_BODY_LIMIT is a 413, and the
@@ -119,7 +103,7 @@ class ControlRequest:
 
     forwarded = False
 
-    def __init__(self, client: Client, head: Head, control: Control) -> None:
+    def __init__(self, client: ClientSide, head: Head, control: Control) -> None:
         self.client = client
         self.head = head
         self._control = control
@@ -253,7 +237,7 @@ class _Window(asyncio.Transport):
     def __init__(self, request: ControlRequest) -> None:
         super().__init__()
         self._request = request
-        self._client: Client = request.client
+        self._client: ClientSide = request.client
         self._parser = HttpResponseParser(self)
         self._status = 0
         self._head_only = request.head.method == b"HEAD"

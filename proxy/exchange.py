@@ -11,13 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
 from proxy.failures import Failure, Outcome
 from proxy.headers import Pairs, RawPairs, decode_lossy
 from proxy.sse import StreamSummary
+
+if TYPE_CHECKING:
+    from proxy.connector import Opened
 
 T = TypeVar("T")
 
@@ -207,6 +210,20 @@ class Exchange:
     _indexes: list[dict[bytes, bytes] | None] = field(
         default_factory=lambda: [None, None], repr=False, compare=False
     )
+
+    def took(self, served: int, warm: bool, opened: Opened, *, waited: bool) -> None:
+        """Its upstream connection: reused (it served before), warm (opened ahead of this
+        request) or new (opened for it); what opening it took, on its first use; and how
+        long this request waited for it (nothing, when one was ready)."""
+        if served:
+            self.connection = "reused"
+        else:
+            self.connection = "warm" if warm else "new"
+            self.opened_ms, self.tls_ms = opened.connect_ms, opened.tls_ms
+            if opened.tls_ms is not None:
+                self.tls_resumed = opened.resumed
+        if self.connect_ms is None:
+            self.connect_ms = self.elapsed_ms() if waited else 0.0
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)

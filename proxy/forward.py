@@ -23,6 +23,7 @@ from proxy.headers import (
     hop_by_hop,
     tokens,
 )
+from proxy.rules import Rule, rewrite
 
 # What the relay needs to know of a head, by lower-cased name; the rest only passes.
 _CONNECTION = 1
@@ -223,6 +224,30 @@ def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:
         parts[4:4] = (b"Host: ", host, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """The request as it goes up: its target in words, the rule that made it, its head."""
+
+    target: str
+    rule: str | None
+    head: bytes
+
+
+def outgoing(head: Head, rules: tuple[Rule, ...], *, host: bytes) -> Outgoing:
+    """The rule table applied to the target (raw, never decoded), and the head built."""
+    rewritten = rewrite(rules, head.target.decode("latin-1"))
+    target = (
+        head.target
+        if rewritten.rule is None
+        else rewritten.target.encode("latin-1", "surrogateescape")
+    )
+    return Outgoing(
+        rewritten.target,
+        rewritten.rule.name if rewritten.rule else None,
+        upstream_head(head, target, host=host),
+    )
 
 
 def forwarded_pairs(head: Head, *, host: bytes) -> RawPairs:

@@ -10,7 +10,10 @@ be sent again on a fresh one.
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from proxy.exchange import Body
 
 # Bytes of a request kept to send again (its head and body): past this, no second try.
 KEEP_LIMIT = 256 * 1024
@@ -29,10 +32,24 @@ class Sink(Protocol):
 
 
 class RequestWriter:
-    __slots__ = ("_kept", "_kept_size", "_pending", "complete", "held", "phase")
+    __slots__ = (
+        "_kept",
+        "_kept_size",
+        "_limit",
+        "_pending",
+        "_record",
+        "complete",
+        "held",
+        "phase",
+        "size",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int, record: Body | None = None) -> None:
         self.phase = Sending.WAITING
+        # The body's content bytes so far, at most `limit`; a copy of them in `record`.
+        self.size = 0
+        self._limit = limit
+        self._record = record
         self._pending: list[bytes] = []
         # Bytes held while no connection is ready.
         self.held = 0
@@ -47,11 +64,21 @@ class RequestWriter:
         self._keep(head, first=True)
         self.held += len(head)
 
-    def add(self, raw: bytes) -> None:
+    def add(self, raw: bytes, pieces: list[bytes]) -> bool:
+        """Body bytes as the client framed them, and their content; False (and nothing
+        more ever sent) once the content passes the limit."""
+        self.size += sum(map(len, pieces))
+        if self.size > self._limit:
+            self.drop()
+            return False
         self._pending.append(raw)
         self._keep(raw)
         if self.phase is Sending.WAITING:
             self.held += len(raw)
+        if self._record is not None:
+            for piece in pieces:
+                self._record.add(piece)
+        return True
 
     def finish(self) -> None:
         self.complete = True

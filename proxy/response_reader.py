@@ -19,10 +19,17 @@ import base64
 import enum
 import hashlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from proxy.forward import Head
 from proxy.framing import Body, Message, Phase
 from proxy.headers import UPGRADE, RawPairs, first_invalid_utf8, hop_by_hop, tokens
+from proxy.watch import BodyWatch
+
+if TYPE_CHECKING:
+    from proxy.exchange import Exchange
+    from proxy.route import Route
+    from proxy.sides import ClientSide
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _NOTABLE = {
@@ -64,10 +71,14 @@ class BadHandshakeError(BadResponseError):
 class ResponseReader:
     __slots__ = (
         "_accept",
+        "_client",
         "_closing",
         "_codings",
+        "_exchange",
+        "_keep_streams",
         "_length",
         "_message",
+        "_watch",
         "closes",
         "delivery",
         "event_stream",
@@ -82,12 +93,26 @@ class ResponseReader:
     )
 
     def __init__(
-        self, request: Head, *, head_limit: int, line_limit: int, closing: Callable[[], bool]
+        self,
+        request: Head,
+        client: ClientSide,
+        exchange: Exchange,
+        route: Route,
+        closing: Callable[[], bool],
     ) -> None:
+        """`closing`: asked when the final head goes whether the client's connection ends
+        with this answer."""
         self.request = request
+        self._client = client
+        self._exchange = exchange
+        self._keep_streams = route.record_streams
+        self._watch: BodyWatch | None = None
         self._closing = closing
         self.phase = Answer.HEAD
-        self._message = Message(request=False, head_limit=head_limit, line_limit=line_limit)
+        limits = route.limits
+        self._message = Message(
+            request=False, head_limit=limits.max_head_size, line_limit=limits.max_header_size
+        )
         self.status = 0
         self.reason = b""
         self.headers: RawPairs = []
@@ -110,9 +135,52 @@ class ResponseReader:
         return self.phase in (Answer.BODY, Answer.DONE)
 
     @property
+    def close_delimited(self) -> bool:
+        """The client can tell the body's end only by the connection's: a cut must be a
+        reset, never a FIN."""
+        return self.delivery in (Delivery.UNTIL_CLOSE, Delivery.UNCHUNKED)
+
+    @property
     def started(self) -> bool:
         """Something of an answer reached the client (an interim answer counts)."""
         return self.phase is not Answer.HEAD
+
+    def read(self, data: bytes) -> int:
+        """Read what the upstream sent and give the client its bytes, in one write; the
+        body's content goes to the watch after them. Returns where a new protocol begins
+        after a 101 (else -1); raises, once what was valid is written, when the answer
+        cannot be relayed."""
+        answered = self.answered
+        out: list[bytes] = []
+        pieces: list[bytes] = []
+        try:
+            return self.feed(data, out, pieces)
+        finally:
+            if not answered and (self.answered or self.phase is Answer.UPGRADED):
+                self._respond()
+            if out and self.answered:
+                self._write(out)
+            if pieces and self._watch is not None:
+                self._watch.feed(pieces)
+
+    def _respond(self) -> None:
+        exchange = self._exchange
+        exchange.headers_ms = exchange.elapsed_ms()
+        exchange.respond(self.status, self.reason.decode("latin-1"), self.headers)
+        self._watch = BodyWatch(
+            exchange, event_stream=self.event_stream, keep_streams=self._keep_streams
+        )
+
+    def _write(self, out: list[bytes]) -> None:
+        if len(out) == 1:
+            self._client.write(out[0])
+        else:
+            self._client.writelines(out)
+
+    def done(self) -> None:
+        """The exchange is over, however it ended."""
+        if self._watch is not None:
+            self._watch.close()
 
     def feed(self, data: bytes, out: list[bytes], pieces: list[bytes]) -> int:
         """Read what the upstream sent: the client's bytes are added to `out`, the body's
@@ -136,12 +204,12 @@ class ResponseReader:
                 return -1
         return -1
 
-    def upstream_closed(self, out: list[bytes]) -> bool:
+    def upstream_closed(self) -> bool:
         """The upstream closed: whether that ends the body as it should (a body delimited
         by the close), rather than cutting it."""
         if self.phase is Answer.BODY and self._message.body is Body.UNTIL_CLOSE:
             if self.delivery is Delivery.CHUNKED:
-                out.append(b"0\r\n\r\n")
+                self._client.write(b"0\r\n\r\n")
             self.phase = Answer.DONE
             return True
         return False

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from proxy.failures import Failure
 from proxy.headers import RawPairs
@@ -26,6 +26,7 @@ from proxy.response_reader import switching_head
 if TYPE_CHECKING:
     from proxy.exchange import Exchange, Watcher, WebSocketStats
     from proxy.route import Route
+    from proxy.sides import ClientSide
     from proxy.upstream import UpstreamConnection
 
 GOING_AWAY = 1001
@@ -221,22 +222,6 @@ def close_frame(code: int, reason: bytes, *, masked: bool) -> bytes:
     )
 
 
-class Peer(Protocol):
-    """What a session needs of the client's connection."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    def close(self, *, linger: bool = False) -> None: ...
-
-    def become(self, tunnel: Tunnel) -> None: ...
-
-    def keep_alive_probes(self) -> None: ...
-
-
 class Tunnel:
     """One relayed WebSocket session: the client's connection, the upstream's, the record."""
 
@@ -253,7 +238,7 @@ class Tunnel:
     )
 
     def __init__(
-        self, route: Route, client: Peer, upstream: UpstreamConnection, exchange: Exchange
+        self, route: Route, client: ClientSide, upstream: UpstreamConnection, exchange: Exchange
     ) -> None:
         self.route = route
         self.client = client
@@ -275,18 +260,17 @@ class Tunnel:
     def open(
         cls,
         route: Route,
-        client: Peer,
+        client: ClientSide,
         upstream: UpstreamConnection,
         exchange: Exchange,
         *,
-        reason: bytes,
-        headers: RawPairs,
+        head: tuple[bytes, RawPairs],
         early: bytes,
     ) -> Tunnel:
         """Hand the client the upstream's 101 (its headers end to end, Connection and
         Upgrade included), then relay what either side already sent."""
         tunnel = cls(route, client, upstream, exchange)
-        client.write(switching_head(reason, headers))
+        client.write(switching_head(*head))
         upstream.user = tunnel
         route.sessions.add(tunnel)
         # A session may stay quiet for long: TCP keepalive finds a peer that vanished
