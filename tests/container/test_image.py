@@ -41,11 +41,6 @@ from tests.test_docker import ROOT, read_image
 pytestmark = pytest.mark.container
 
 IMAGE = "codex-path-proxy"
-# What the README's Docker section says podman takes: `docker run` as it is, and `docker
-# build` with --format docker (the OCI format, podman's default, drops the HEALTHCHECK).
-RUN = ["podman", *readme_command("run")[1:]]
-BUILD = ["podman", "build", "--format", "docker", *readme_command("build")[2:]]
-PORT = published_port(RUN)
 STREAM_REQUEST = (
     b"POST /backend-api/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     b"Authorization: Bearer fake-token\r\nContent-Length: 15\r\n\r\n"
@@ -53,10 +48,26 @@ STREAM_REQUEST = (
 )
 
 
+# What the README's Docker section says podman takes: `docker run` as it is, and `docker
+# build` with --format docker (the OCI format, podman's default, drops the HEALTHCHECK).
+def podman_run() -> list[str]:
+    return ["podman", *readme_command("run")[1:]]
+
+
+def podman_build() -> list[str]:
+    return ["podman", "build", "--format", "docker", *readme_command("build")[2:]]
+
+
+def port() -> int:
+    """The host port the README publishes the proxy on."""
+    return published_port(podman_run())
+
+
 def readme_run(name: str, *options: str) -> list[str]:
     """The README's `podman run` with a name and `options` before the image."""
-    assert RUN[-1] == IMAGE, RUN
-    return [*RUN[:-1], "--name", name, *options, IMAGE]
+    run = podman_run()
+    assert run[-1] == IMAGE, run
+    return [*run[:-1], "--name", name, *options, IMAGE]
 
 
 @asynccontextmanager
@@ -90,7 +101,7 @@ def gated_stream(fake: FakeUpstream) -> asyncio.Event:
 async def open_stream() -> AsyncIterator[asyncio.StreamReader]:
     """A streamed request to the retired path on the published port, read up to its first
     event (which the fake sent before waiting: so it came through unbuffered)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port())
     try:
         writer.write(STREAM_REQUEST)
         async with asyncio.timeout(30):
@@ -112,10 +123,10 @@ def test_the_readme_docker_section_is_what_this_suite_builds_and_runs() -> None:
         "docker build -t codex-path-proxy .   # podman: podman build --format docker (OCI drops HEALTHCHECK)",
         "docker run --rm -p 127.0.0.1:8780:8780 codex-path-proxy",
     ]
-    assert BUILD == ["podman", "build", "--format", "docker", "-t", IMAGE, "."]
-    assert RUN == ["podman", "run", "--rm", "-p", "127.0.0.1:8780:8780", IMAGE]
+    assert podman_build() == ["podman", "build", "--format", "docker", "-t", IMAGE, "."]
+    assert podman_run() == ["podman", "run", "--rm", "-p", "127.0.0.1:8780:8780", IMAGE]
     script = (ROOT / "scripts" / "container").read_text(encoding="utf-8").splitlines()
-    assert shlex.join(BUILD) in [line.strip() for line in script]
+    assert shlex.join(podman_build()) in [line.strip() for line in script]
 
 
 async def test_the_built_image_keeps_the_dockerfile_healthcheck_user_and_stop_signal(
@@ -146,8 +157,8 @@ async def test_it_serves_health_and_readiness_as_uid_10001_warns_of_0_0_0_0_and_
             " anyone who can reach it can use the tokens sent through it"
         )
         assert (warning["level"], warning["host"]) == ("warning", "0.0.0.0")
-        healthz = await http_get(PORT, f"{PREFIX}healthz")
-        readyz = await http_get(PORT, f"{PREFIX}readyz")
+        healthz = await http_get(port(), f"{PREFIX}healthz")
+        readyz = await http_get(port(), f"{PREFIX}readyz")
         assert (healthz.status, json.loads(healthz.body)) == (200, {"status": "ok"})
         assert readyz.status == 200
         # PID 1 is the proxy itself, and it is not root.
@@ -240,8 +251,8 @@ async def test_a_mounted_config_file_takes_effect(upstream: FakeUpstream, tmp_pa
     ) as container:
         assert container.lines[-1]["upstream"] == upstream_url(upstream)
         assert container.lines[-1]["rules"] == 1
-        version = await http_get(PORT, f"{PREFIX}version")
-        answer = await http_get(PORT, "/from-the-file/models?x=1")
+        version = await http_get(port(), f"{PREFIX}version")
+        answer = await http_get(port(), "/from-the-file/models?x=1")
         line = await container.wait_for("request")
     about = json.loads(version.body)
     assert (about["rules"], about["upstream"]) == (["mounted"], upstream_url(upstream))
@@ -306,7 +317,7 @@ async def test_a_read_only_root_filesystem_serves_and_captures_only_to_a_mounted
         f"{captures}:/captures",
     ) as container:
         health = await podman("healthcheck", "run", container.name)
-        answer = await http_get(PORT, "/backend-api/codex/models")
+        answer = await http_get(port(), "/backend-api/codex/models")
         await container.wait_for("request")
         written = await podman("exec", container.name, "touch", "/opt/codex-path-proxy/x")
         tmp = await podman("exec", container.name, "touch", "/tmp/x")
