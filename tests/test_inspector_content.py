@@ -394,6 +394,9 @@ def test_the_answer_from_each_kind_of_event(
     assert answer.view([], lambda key: f"/image/{key}") == expected
 
 
+DEFLATE = b"permessage-deflate; client_max_window_bits=15"
+
+
 def deflated(data: bytes) -> bytes:
     """A permessage-deflate payload: raw deflate, the 00 00 ff ff tail cut (RFC 7692)."""
     packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
@@ -402,6 +405,7 @@ def deflated(data: bytes) -> bytes:
 
 def test_what_a_websocket_message_that_cannot_be_read_is_shown_as() -> None:
     exchange = Exchange(request_id="r", method="GET", target="/", client="127.0.0.1")
+    exchange.respond(101, "Switching Protocols", [(b"Sec-WebSocket-Extensions", DEFLATE)])
     kept = Kept(exchange, body_limit=1024 * 1024, event_limit=64)
     kept.message("client", 0x1, deflated(b'{"a":1}'), 9, True)
     kept.message("client", 0x1, None, 5000, False)
@@ -415,10 +419,10 @@ def test_what_a_websocket_message_that_cannot_be_read_is_shown_as() -> None:
         ("client", "text", None, b'{"a":1}'),
         ("client", "text", "too long to keep", None),
         ("upstream", "text", "compressed, too long to read", None),
-        ("upstream", "text", "compressed, unreadable after a message too long to keep", None),
+        ("upstream", "text", "compressed, unreadable after a message that could not be read", None),
     ]
     assert (shown[4][2] or "").startswith("compressed, not inflated (")
-    assert shown[5][2] == "compressed, too long once inflated"
+    assert shown[5][2] == "compressed, inflates past 64 bytes"
     assert shown[6] == ("upstream", "close", None, b'{"code":1000,"reason":"bye"}')
 
 

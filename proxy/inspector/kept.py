@@ -16,7 +16,6 @@ are folded as they pass: the page lists them all at once.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from proxy import redact
 from proxy.exchange import Body, Exchange, Watcher
 from proxy.inspector.answer import Answer, Image
 from proxy.inspector.content import EVENT_STRING, REQUEST_STRING, body_view, dumps, fold
+from proxy.inspector.inflate import Budget, Inflater, agreed
 
 _KINDS = {0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
 # What keeping one event or message is counted at beyond its bytes (its record, its slot).
@@ -34,8 +34,6 @@ RECORD_COST = 120
 # An event up to this long is kept as it came, folded when first shown; a longer one is
 # folded as it passes (its blobs summarised, so that it fits the budget).
 FOLD_LATER = 16 * 1024
-# The permessage-deflate tail each message's compressed payload lost (RFC 7692).
-_DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 
 @dataclass(slots=True)
@@ -50,7 +48,14 @@ class Message:
 
 
 class Kept(Watcher):
-    def __init__(self, exchange: Exchange, *, body_limit: int, event_limit: int) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        *,
+        body_limit: int,
+        event_limit: int,
+        inflating: Budget | None = None,
+    ) -> None:
         self.keep = event_limit
         self.budget = body_limit
         self.started = exchange.started
@@ -71,7 +76,10 @@ class Kept(Watcher):
         self.request: Body | None = None
         self.response: Body | None = None
         self.dropped = False
-        self._inflaters: dict[str, Any] = {}
+        # Each side's permessage-deflate, once its first compressed message came; what
+        # all sessions may inflate is shared.
+        self._inflaters: dict[str, Inflater | None] = {}
+        self._inflating = inflating or Budget(event_limit)
         # Each body's Content-Encoding and Content-Type, once the exchange is gone.
         self._types: dict[str, tuple[str | None, str | None]] = {}
 
@@ -108,11 +116,8 @@ class Kept(Watcher):
         self, side: str, opcode: int, payload: bytes | None, size: int, compressed: bool
     ) -> None:
         note = None
-        if compressed and payload is not None:
+        if compressed:
             payload, note = self._inflate(side, payload)
-        elif compressed:
-            self._inflaters[side] = None  # a message past the limit: the context is lost
-            note = "compressed, too long to read"
         elif payload is None:
             note = "too long to keep"
         value: Any = None
@@ -145,21 +150,29 @@ class Kept(Watcher):
         self.used += RECORD_COST + (len(folded) if folded is not None else 0)
         return folded
 
-    def _inflate(self, side: str, payload: bytes) -> tuple[bytes | None, str | None]:
-        inflater = self._inflaters.get(side, False)
+    def _inflate(self, side: str, payload: bytes | None) -> tuple[bytes | None, str | None]:
+        if side not in self._inflaters:
+            exchange = self._exchange
+            params = agreed(exchange.response_headers) if exchange is not None else None
+            self._inflaters[side] = None
+            if params is not None:
+                sender = "server" if side == "upstream" else "client"
+                self._inflaters[side] = Inflater(
+                    takeover=f"{sender}_no_context_takeover" not in params,
+                    limit=self.keep,
+                    budget=self._inflating,
+                )
+        inflater = self._inflaters[side]
         if inflater is None:
-            return None, "compressed, unreadable after a message too long to keep"
-        if inflater is False:
-            inflater = self._inflaters[side] = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(payload + _DEFLATE_TAIL, self.keep)
-        except zlib.error as exc:
-            self._inflaters[side] = None
-            return None, f"compressed, not inflated ({exc})"
-        if inflater.unconsumed_tail:
-            self._inflaters[side] = None
-            return None, "compressed, too long once inflated"
-        return data, None
+            return None, "RSV1 set, but no permessage-deflate was agreed: not inflated"
+        if payload is None:
+            inflater.lose()
+            return None, "compressed, too long to read"
+        if side == "client" and self.used >= self.budget:
+            # Nothing more of this side is kept, nor read for the answer.
+            inflater.lose()
+            return None, None
+        return inflater.inflate(payload)
 
     def _at(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 1)

@@ -30,6 +30,7 @@ from proxy.inspector import record as records
 from proxy.inspector.content import dumps
 from proxy.inspector.curl import command
 from proxy.inspector.feed import QUEUE_SIZE, Feed
+from proxy.inspector.inflate import Budget
 from proxy.inspector.kept import Kept
 from proxy.inspector.ring import Ring
 from proxy.inspector.routes import Pages
@@ -80,6 +81,8 @@ class Inspector(Observer):
         self.body_limit = body_limit
         self.total_limit = total_limit
         self.event_limit = event_limit
+        # What all WebSocket sessions' compressed messages may inflate to, a second.
+        self.inflating = Budget(event_limit)
         # Bytes the ended exchanges' contents hold.
         self.held = 0
         # Where proxy.capture writes the HAR files, when capture is on: pages link them.
@@ -94,7 +97,10 @@ class Inspector(Observer):
     def started(self, exchange: Exchange) -> None:
         entry = Entry(seq=next(self._sequence), exchange=exchange)
         entry.kept = exchange.watcher = Kept(
-            exchange, body_limit=self.body_limit, event_limit=self.event_limit
+            exchange,
+            body_limit=self.body_limit,
+            event_limit=self.event_limit,
+            inflating=self.inflating,
         )
         for old in self.ring.add(entry.seq, entry):
             self._forget(old)
