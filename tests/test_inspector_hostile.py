@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal
@@ -24,9 +25,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+from aiohttp import web
+from yarl import URL
 
 from proxy.inspector.inflate import RATIO, SLACK, Budget, Inflater, agreed
-from tests.fake_upstream import sse_event
+from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import StartProxy, recorder
 from tests.proc import ProxyProcess, start_proxy_process
 from tests.test_inspector_content import content_of
@@ -286,3 +289,78 @@ def test_the_budget_refills_with_time_and_is_shared() -> None:
     assert one.inflate(deflated(b"{}"))[1] == (
         "compressed, not inflated: the inspector's inflating budget is spent"
     )
+
+
+def large_request(marker: str) -> bytes:
+    """A request body just under a mebibyte of many short strings: the slowest kind to
+    fold (about 100 ms), kept whole at the default body limit."""
+    items = [
+        {"role": "user", "content": [{"type": "input_text", "text": f"turn {n}"}]}
+        for n in range(12_500)
+    ]
+    body = json.dumps({"model": "gpt-5.4", "input": items, "instructions": marker}).encode()
+    assert 900_000 < len(body) < 1024 * 1024
+    return body
+
+
+async def test_a_search_over_many_large_bodies_never_stalls_another_stream(
+    start_proxy: StartProxy, fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    """32 request bodies of a mebibyte in the ring, none shown yet: the first search
+    folds every one (seconds of work) while a stream's events are paced, and the events'
+    delay stays small."""
+    events: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        seen = await fake.record(request)
+        if not seen.target.endswith("/responses"):
+            return web.json_response({"size": len(seen.body)})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        while (event := await events.get()) is not None:
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    fake.handler = answer
+    async with inspecting_process(fake.url) as running:
+        origin = URL(f"http://127.0.0.1:{running.port}")
+        count = 32
+        for n in range(count):
+            data = large_request("needle-1f2e" if n == 17 else "hay")
+            async with client.post(origin / "backend-api/files", data=data) as response:
+                assert response.status == 200
+            await running.wait_for("request")
+        async with client.post(origin / "backend-api/responses") as stream:
+            searched = asyncio.Event()
+
+            async def search() -> list[int]:
+                url = (origin / "_proxy/search").with_query(q="NEEDLE-1f2e")
+                try:
+                    async with client.get(url) as response:
+                        found: list[int] = (await response.json())["matches"]
+                        return found
+                finally:
+                    searched.set()
+
+            found = asyncio.ensure_future(search())
+            delays = await paced_delays(stream, events, searched)
+            events.put_nowait(None)
+            await stream.read()
+    assert await found == [18]
+    assert max(delays) < SMALL_DELAY, delays
+
+
+@pytest.mark.parametrize("length", [201, 8000])
+async def test_a_search_query_past_200_characters_is_refused_before_any_search(
+    start_proxy: StartProxy, client: aiohttp.ClientSession, length: int
+) -> None:
+    inspected = await start_proxy(inspector={"enabled": True})
+    url = inspected.make_url("/_proxy/search").with_query(q="x" * length)
+    async with client.get(url) as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == {
+            "message": "q: 1 to 200 characters",
+            "type": "proxy_error",
+            "code": "bad_request",
+        }

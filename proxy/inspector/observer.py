@@ -8,7 +8,10 @@ the final record of each exchange that ends (the ring holds it, serialised once)
 Each exchange's content (bodies, events, messages, the answer, images) is kept by its
 `Kept` watcher; once it ends, its view is built when a page first asks for it (or
 searches) and kept serialised. All of it together stays within `total_limit`: past it,
-the oldest exchanges' contents go first.
+the oldest exchanges' contents go first. Bodies are folded for the page (and the curl
+command built) on the inspector's own thread, never on the event loop: a mebibyte of
+JSON takes about 100 ms to fold, and every stream would wait for it. Searches run one
+at a time, over the views exactly as the page shows them (secrets masked).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -31,10 +36,12 @@ from proxy.inspector.content import dumps
 from proxy.inspector.curl import command
 from proxy.inspector.feed import QUEUE_SIZE, Feed
 from proxy.inspector.inflate import Budget
-from proxy.inspector.kept import Kept
+from proxy.inspector.kept import Kept, frozen, show
 from proxy.inspector.ring import Ring
 from proxy.inspector.routes import Pages
 from proxy.settings import CONTROL_PREFIX
+
+T = TypeVar("T")
 
 # At most this many updates a second per exchange reach a page.
 INTERVAL = 0.1
@@ -93,6 +100,10 @@ class Inspector(Observer):
         # Exchanges are not hashable; while one runs, its object identity finds its entry.
         self._running: dict[int, Entry] = {}
         self._sequence = itertools.count(1)
+        # One thread: folding never takes more than its share of the interpreter's lock,
+        # however many pages ask at once. Started when first needed.
+        self._folding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspector")
+        self._searching = asyncio.Lock()
 
     def started(self, exchange: Exchange) -> None:
         entry = Entry(seq=next(self._sequence), exchange=exchange)
@@ -175,6 +186,7 @@ class Inspector(Observer):
     async def on_shutdown(self, _: object = None) -> None:
         """End open pages' streams, so shutdown need not cancel them."""
         self.feed.close()
+        self._folding.shutdown(wait=False, cancel_futures=True)
 
     def _schedule(self, entry: Entry) -> None:
         if entry.timer is not None:
@@ -231,16 +243,29 @@ class Inspector(Observer):
         )
         self._weigh(entry, kept.weight)
 
-    def _detail(self, entry: Entry, kept: Kept) -> bytes:
-        """An ended exchange's view, built the first time it is asked for."""
-        if entry.detail is None:
-            entry.detail = dumps(kept.view(None, partial(image_url, entry.seq)))
-            if not kept.dropped:
-                # The view holds the response as shown; the request's bytes stay for the
-                # curl command.
-                kept.response = None
-                self._weigh(entry, len(entry.detail) + kept.weight)
-        return entry.detail
+    async def _shown(self, entry: Entry, kept: Kept) -> bytes | None:
+        """The entry's content as the page shows it, serialised (an ended exchange's kept
+        once built); None if it left the ring meanwhile."""
+        if entry.detail is not None:
+            return entry.detail
+        exchange, dropped = entry.exchange, kept.dropped
+        bodies = kept.bodies(exchange)
+        shown = await self._off_loop(partial(show, bodies, kept.secrets)) if bodies else {}
+        if entry.kept is not kept:
+            return None
+        view = kept.view(exchange, partial(image_url, entry.seq), shown)
+        if exchange is not None or entry.detail is not None or kept.dropped != dropped:
+            return orjson.dumps(view)  # still changing
+        detail = entry.detail = dumps(view)
+        if not dropped:
+            # The view holds the response as shown; the request's bytes stay for the
+            # curl command.
+            kept.response = None
+            self._weigh(entry, len(detail) + kept.weight)
+        return detail
+
+    async def _off_loop(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._folding, work)
 
     def _weigh(self, entry: Entry, weight: int) -> None:
         """Count what `entry` holds now; past the total, the oldest others give theirs up."""
@@ -261,7 +286,7 @@ class Inspector(Observer):
         if entry.kept is not None:
             entry.kept.drop()
 
-    def content(self, seq: int, origin: str) -> bytes | None:
+    async def content(self, seq: int, origin: str) -> bytes | None:
         """One exchange's content as the page shows it (JSON), or None if it left the ring."""
         entry = self.ring.get(seq)
         if entry is None or entry.kept is None:
@@ -269,7 +294,6 @@ class Inspector(Observer):
         kept = entry.kept
         if entry.exchange is not None:
             exchange = entry.exchange
-            view = kept.view(exchange, partial(image_url, seq))
             request = (
                 exchange.method,
                 exchange.target,
@@ -277,20 +301,25 @@ class Inspector(Observer):
                 exchange.request_header("Content-Encoding"),
             )
             body = exchange.bodies.request if exchange.bodies is not None else None
-            detail = orjson.dumps(view)
         else:
             assert entry.request is not None
-            detail, request, body = self._detail(entry, kept), entry.request, kept.request
+            request, body = entry.request, kept.request
+        detail = await self._shown(entry, kept)
+        if detail is None:
+            return None
         method, target, headers, encoding = request
         curl = None
         if not kept.dropped:
-            curl = command(
-                method=method,
-                url=origin + target,
-                headers=headers,
-                body=body,
-                encoding=encoding,
-                secrets=kept.secrets,
+            curl = await self._off_loop(
+                partial(
+                    command,
+                    method=method,
+                    url=origin + target,
+                    headers=headers,
+                    body=frozen(body) if body is not None else None,
+                    encoding=encoding,
+                    secrets=kept.secrets,
+                )
             )
         extra = orjson.dumps(
             {
@@ -319,21 +348,22 @@ class Inspector(Observer):
             return None
         return image.data, image.mime
 
-    def search(self, text: str) -> list[int]:
-        """The exchanges whose kept content holds `text`, any case."""
+    async def search(self, text: str) -> list[int]:
+        """The exchanges whose content as shown holds `text`, any case: each view is built
+        (once, for an ended exchange) and matched off the event loop, one search at a time."""
         needle = text.lower().encode()
-        found = []
-        for entry in list(self.ring):
-            kept = entry.kept
-            if kept is None:
-                continue
-            if entry.exchange is not None:
-                detail = orjson.dumps(kept.view(entry.exchange, partial(image_url, entry.seq)))
-            else:
-                detail = self._detail(entry, kept)
-            if needle in detail.lower():
-                found.append(entry.seq)
-        return found
+        async with self._searching:
+            shown = []
+            for entry in list(self.ring):
+                kept = entry.kept
+                detail = await self._shown(entry, kept) if kept is not None else None
+                if detail is not None:
+                    shown.append((entry.seq, detail))
+            return await self._off_loop(partial(_matching, shown, needle))
+
+
+def _matching(shown: list[tuple[int, bytes]], needle: bytes) -> list[int]:
+    return [seq for seq, detail in shown if needle in detail.lower()]
 
 
 def image_url(seq: int, key: str) -> str:

@@ -49,13 +49,13 @@ SEARCH_LIMIT = 200
 class Contents(Protocol):
     """What the ring holds of each exchange's content."""
 
-    def content(self, seq: int, origin: str) -> bytes | None: ...
+    async def content(self, seq: int, origin: str) -> bytes | None: ...
 
     def event(self, seq: int, position: int) -> bytes | None: ...
 
     def image(self, seq: int, key: str) -> tuple[bytes, str] | None: ...
 
-    def search(self, text: str) -> list[int]: ...
+    async def search(self, text: str) -> list[int]: ...
 
 
 class Pages:
@@ -92,7 +92,7 @@ class Pages:
             return _misaddressed()
         # The curl command is for this page's reader: against the address they used.
         origin = f"{request.scheme}://{request.host}"
-        found = self.contents.content(int(request.match_info["seq"]), origin)
+        found = await self.contents.content(int(request.match_info["seq"]), origin)
         if found is None:
             return _gone()
         return _json(found)
@@ -124,7 +124,7 @@ class Pages:
         text = request.query.get("q", "").strip()
         if not text or len(text) > SEARCH_LIMIT:
             return error_response(400, "bad_request", f"q: 1 to {SEARCH_LIMIT} characters")
-        matches = self.contents.search(text)
+        matches = await self.contents.search(text)
         return _json(b'{"matches":[' + ",".join(map(str, matches)).encode() + b"]}")
 
     async def asset(self, request: web.Request) -> web.Response:
