@@ -3,7 +3,8 @@
 #   docker run --rm -p 127.0.0.1:8780:8780 codex-path-proxy
 # Configure it with CODEX_PATH_PROXY_<SECTION>_<KEY> variables, or mount a TOML file and
 # name it in CODEX_PATH_PROXY_CONFIG. tests/test_docker.py runs this file's ENTRYPOINT,
-# CMD, ENV and HEALTHCHECK for real, and hadolint checks it.
+# CMD, ENV and HEALTHCHECK for real, and hadolint checks it; scripts/container builds the
+# image with podman and runs it (tests/container).
 
 # glibc, not musl: aiohttp's C HTTP parser comes as a manylinux wheel, and the proxy
 # refuses to start on the pure-Python one. Both stages share it, so the venv's

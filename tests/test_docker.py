@@ -1,6 +1,7 @@
 """The Docker image without a Docker engine: hadolint, and the Dockerfile's own final stage
 (ENV, USER, EXPOSE, STOPSIGNAL, HEALTHCHECK, ENTRYPOINT and CMD) read from the file and
-run for real against the package installed in this venv.
+run for real against the package installed in this venv. tests/container builds the image
+and runs it with podman (scripts/container).
 
 The parser reads the instructions the Dockerfile uses, as Docker reads them: comment
 lines, line continuations, quotes and backslashes, `$VAR` and `${VAR}` from ARG and ENV,
