@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from proxy.endpoints import PREFIX
 from tests.container.engine import (
@@ -37,6 +36,7 @@ from tests.container.engine import (
 from tests.fake_upstream import CANONICAL, FakeUpstream, sse_event
 from tests.harness import read_until_closed
 from tests.test_docker import ROOT, read_image
+from tests.test_process import gated_stream
 
 pytestmark = pytest.mark.container
 
@@ -77,24 +77,6 @@ async def serving(*options: str) -> AsyncIterator[Attached]:
     async with attached(readme_run(name, *options), name) as container:
         await container.wait_for("listening")
         yield container
-
-
-def gated_stream(fake: FakeUpstream) -> asyncio.Event:
-    """The fake sends response.created, then waits for the returned event to finish."""
-    release = asyncio.Event()
-
-    async def gated(request: web.Request) -> web.StreamResponse:
-        await fake.record(request)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(sse_event("response.created", {}))
-        await release.wait()
-        await response.write(sse_event("response.completed", {}))
-        await response.write_eof()
-        return response
-
-    fake.handler = gated
-    return release
 
 
 @asynccontextmanager
