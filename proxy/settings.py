@@ -173,6 +173,8 @@ def redact_url(url: str) -> str:
     try:
         parsed = URL(url)
     except ValueError:
+        parsed = None
+    if parsed is None or (not parsed.absolute and "@" in url):
         scheme, separator, _ = url.partition("://")
         return f"{scheme}://[redacted]" if separator else "[redacted]"
     if parsed.raw_user is None and parsed.raw_password is None:

@@ -15,6 +15,8 @@ import socket
 import aiohttp
 import pytest
 
+from proxy.config import ConfigError, load_settings
+from proxy.settings import redact_url
 from tests.fake_upstream import FakeUpstream
 from tests.proc import run_cli, start_proxy_process
 
@@ -66,7 +68,9 @@ async def test_a_token_as_the_proxy_user_is_never_shown(fake: FakeUpstream) -> N
     running = await start_proxy_process("--upstream", fake.url, env=env)
     try:
         listening = running.lines[-1]
-        warning = await running.wait_for("a warm upstream connection could not be opened")
+        warning = await running.next_line()
+        while not warning["event"].startswith("a warm upstream connection could not be opened"):
+            warning = await running.next_line()
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"http://127.0.0.1:{running.port}/backend-api/models") as response,
@@ -87,3 +91,35 @@ async def test_a_token_as_the_proxy_user_is_never_shown(fake: FakeUpstream) -> N
     assert f'upstream.proxy = "{masked}"' in out
     for shown in (json.dumps(lines), body, out, err):
         assert PROXY_TOKEN not in shown
+
+
+@pytest.mark.parametrize(
+    ("proxy", "reason"),
+    [
+        ("http://127.0.0.1:notaport", "not a URL: Invalid URL: port can't be converted to integer"),
+        (f"http://{PROXY_TOKEN}@127.0.0.1:0", "must name a port of 1..65535, got 0"),
+    ],
+)
+def test_a_bad_proxy_url_is_a_config_error(proxy: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            config_file=None, environ={"CODEX_PATH_PROXY_UPSTREAM_PROXY": proxy}, flags={}
+        )
+    assert str(caught.value) == (
+        f"environment CODEX_PATH_PROXY_UPSTREAM_PROXY: upstream.proxy: {reason}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"http://{PROXY_TOKEN}@proxy:3128", "http://[redacted]@proxy:3128"),
+        (f"http://:{PROXY_TOKEN}@proxy:3128", "http://:[redacted]@proxy:3128"),
+        (f"http://user:{PROXY_TOKEN}@proxy:3128", "http://user:[redacted]@proxy:3128"),
+        (f"http://{PROXY_TOKEN}@[::1:3128", "http://[redacted]"),
+        (f"{PROXY_TOKEN}@[::1", "[redacted]"),
+        (f"{PROXY_TOKEN}@proxy:3128", "[redacted]"),
+    ],
+)
+def test_redact_url_masks_a_user_name_alone_and_what_it_cannot_parse(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -163,7 +163,7 @@ FILE_ERRORS = [
     ),
     (
         "[upstream]\nurl = 'https://u:p@chatgpt.com'\n",
-        "upstream.url: must be an origin only (scheme://host[:port]), got 'https://u:p@chatgpt.com'",
+        "upstream.url: must be an origin only (scheme://host[:port]), got 'https://u:[redacted]@chatgpt.com'",
     ),
     ("[upstream]\nurl = 'http://[::1'\n", "upstream.url: not a URL: Invalid IPv6 URL"),
     ("[listen]\nport = 65536\n", "listen.port: must be 0..65535, got 65536"),
