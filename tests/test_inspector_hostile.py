@@ -28,7 +28,9 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from proxy.exchange import Exchange
 from proxy.inspector.inflate import RATIO, SLACK, Budget, Inflater, agreed
+from proxy.inspector.kept import Kept
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import StartProxy, recorder
 from tests.proc import ProxyProcess, start_proxy_process
@@ -364,3 +366,20 @@ async def test_a_search_query_past_200_characters_is_refused_before_any_search(
             "type": "proxy_error",
             "code": "bad_request",
         }
+
+
+def test_a_client_s_messages_past_the_body_limit_are_not_inflated() -> None:
+    """Nothing more of the client's side is kept then, nor read for the answer: its
+    compressed messages cost nothing more (the upstream's are still read)."""
+    exchange = Exchange(request_id="r", method="GET", target="/", client="127.0.0.1")
+    exchange.respond(
+        101, "Switching Protocols", [(b"Sec-WebSocket-Extensions", b"permessage-deflate")]
+    )
+    kept = Kept(exchange, body_limit=200, event_limit=1 << 20)
+    message = deflated(json.dumps({"text": "x" * 300}).encode())
+    for _ in range(3):
+        kept.message("client", 0x1, message, len(message), True)
+    delta = {"type": "response.output_text.delta", "item_id": "m", "delta": "on"}
+    kept.message("upstream", 0x1, deflated(json.dumps(delta).encode()), 60, True)
+    assert len(kept.messages) == 1
+    assert kept.answer.view([], str)["items"][0]["text"] == "on"

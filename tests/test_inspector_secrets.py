@@ -17,7 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from proxy.redact import marker
+from proxy.inspector.curl import command
+from proxy.redact import marker, secret_values
 from tests.fake_upstream import FakeUpstream
 from tests.harness import StartProxy, recorder
 from tests.test_inspector import ACCOUNT, CLIENT_HEADERS, LEGACY, TOKEN
@@ -102,3 +103,27 @@ async def test_secrets_echoed_in_json_are_masked_as_values_keys_and_numbers_and_
         assert await search(client, url) == [], secret
     url = inspected.make_url("/_proxy/search").with_query(q="plain-marker-31f")
     assert await search(client, url) == [1]
+
+
+def test_a_query_credential_named_like_a_header_s_variable_gets_its_own() -> None:
+    headers = [
+        ("Authorization", f"Bearer {TOKEN}"),
+        ("ChatGPT-Account-Id", ACCOUNT),
+        ("x-client-request-id", f"id-{ACCOUNT}"),
+    ]
+    target = f"/backend-api/models?token={ACCESS_TOKEN}&note=for-{ACCOUNT}"
+    shown = command(
+        method="GET",
+        url="http://127.0.0.1:8780" + target,
+        headers=headers,
+        body=None,
+        encoding=None,
+        secrets=secret_values(headers, target),
+    )
+    assert shown == (
+        'curl -sS -N -X GET "http://127.0.0.1:8780/backend-api/models'
+        f'?token=$TOKEN_QUERY&note=for-{marker(ACCOUNT)}" \\\n'
+        '  -H "Authorization: Bearer $TOKEN" \\\n'
+        '  -H "ChatGPT-Account-Id: $ACCOUNT_ID" \\\n'
+        '  -H "x-client-request-id: $X_CLIENT_REQUEST_ID"'
+    )

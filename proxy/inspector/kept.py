@@ -241,15 +241,10 @@ class Kept(Watcher):
         return found
 
     def view(
-        self,
-        exchange: Exchange | None,
-        image_url: Callable[[str], str],
-        bodies: dict[str, bytes] | None = None,
+        self, exchange: Exchange | None, image_url: Callable[[str], str], bodies: dict[str, bytes]
     ) -> dict[str, Any]:
-        """The contents as the page shows them, with the `bodies` `show` folded (folded
-        here when not given); `exchange` while it still runs."""
-        if bodies is None:
-            bodies = show(self.bodies(exchange), self.secrets)
+        """The contents as the page shows them, with the `bodies` `show` folded; `exchange`
+        while it still runs."""
         view: dict[str, Any] = {"dropped": self.dropped}
         for side, shown in bodies.items():
             view[side] = orjson.Fragment(shown)
