@@ -2,7 +2,7 @@
 
 A person reads this line once, at start: it names the base URL to give clients, the
 inspector's page and the capture folder when they are on, the metrics path, the upstream
-(and the outbound proxy, password masked) and how many rules are active.
+(and the outbound proxy, its credentials masked) and how many rules are active.
 """
 
 from __future__ import annotations
