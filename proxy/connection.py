@@ -136,8 +136,9 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         # Bytes after an upgrade request, held until the upstream answers it.
         self._held: list[bytes] = []
-        # A malformed request's answer, written once the requests before it are answered.
-        self._refusal: bytes | None = None
+        # A malformed request's failure, said and answered once the requests before it
+        # are answered.
+        self._refusal: tuple[Failure, str] | None = None
         # Timing (see deadline): when the connection went idle (None: busy), when the last
         # body byte came, and the deadline of whatever else is timed (a head, closing).
         self.idle_since: float | None = None
@@ -207,6 +208,8 @@ class ClientConnection(asyncio.Protocol):
             request.client_lost()
         self.requests.clear()
         self._held.clear()
+        if self._refusal is not None:
+            self._say_refusal()  # the client left before its turn came: still said
 
     def pause_writing(self) -> None:
         self.flow.writing_paused = True
@@ -345,8 +348,7 @@ class ClientConnection(asyncio.Protocol):
         # Backpressure was that request's (its upstream could not take more): not the next's.
         self.flow.resume_reading(BACKPRESSURE)
         if self._refusal is not None and not requests:
-            self.transport.write(self._refusal)
-            self.close(linger=True)
+            self._refuse()
             return
         if not request.keep_alive or (self.registry.closing and not requests):
             self.close()
@@ -498,26 +500,37 @@ class ClientConnection(asyncio.Protocol):
                 reading.fail(failure, message)
                 return
             requests.remove(reading)
+        self._refusal = (failure, message)
+        if reading is not None and reading.finished:
+            # What broke is the rest of a body whose request has had its answer already.
+            self._refuse(answer=False)
+        elif requests:
+            self._advance()  # said and answered after the requests before it
+        else:
+            self._refuse()
+
+    def _refuse(self, *, answer: bool = True) -> None:
+        """The refusal of an unreadable request, in its turn: its log line, its answer,
+        and the connection ends."""
+        failure, message = self._say_refusal()
+        status = failure.status
+        if answer and status is not None:
+            self.transport.write(error_response(status, failure.code, message, close=True))
+        self.close(linger=True)
+
+    def _say_refusal(self) -> tuple[Failure, str]:
+        refusal, self._refusal = self._refusal, None
+        assert refusal is not None
+        failure, message = refusal
         structlog.get_logger("proxy.request").warning(
             "rejected",
             client=self.peer,
-            status=status,
+            status=failure.status,
             outcome=str(failure.outcome),
             cause=failure.code,
             detail=message,
         )
-        if reading is not None and reading.finished:
-            # What broke is the rest of a body whose request has had its answer already.
-            self.close(linger=True)
-            return
-        answer = error_response(status, failure.code, message, close=True)
-        if requests:
-            # Written once the requests before it are answered (see request_done).
-            self._refusal = answer
-            self._advance()
-            return
-        self.transport.write(answer)
-        self.close(linger=True)
+        return refusal
 
     def _refuse_for_room(self) -> None:
         """No room for another client (limits.max_connections, every connection busy): a

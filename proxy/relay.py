@@ -119,9 +119,10 @@ class Relay:
         """Body bytes as the client framed them (`raw`), and their content (`pieces`)."""
         if self.finished or self._over:
             return
-        # Nothing past the limit is ever sent: the answer is a 413 (see flush_request).
+        # Nothing past the limit is ever sent: the answer is a 413 (see flush_request). The
+        # count stops at the limit, wherever the read that crossed it ended.
         self._over = not self.writer.add(raw, pieces)
-        self.exchange.request_bytes = self.writer.size
+        self.exchange.request_bytes = min(self.writer.size, self.route.limits.max_body_size)
 
     def body_complete(self) -> None:
         self.body_done = True

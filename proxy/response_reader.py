@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.forward import Head
-from proxy.framing import Body, Message, Phase
+from proxy.framing import Body, FramingError, Message, Phase
 from proxy.headers import UPGRADE, RawPairs, first_invalid_utf8, hop_by_hop, tokens
 from proxy.watch import BodyWatch
 
@@ -149,19 +149,28 @@ class ResponseReader:
         """Read what the upstream sent and give the client its bytes, in one write; the
         body's content goes to the watch after them. Returns where a new protocol begins
         after a 101 (else -1); raises, once what was valid is written, when the answer
-        cannot be relayed."""
+        cannot be relayed (an interim answer before a final one that cannot is dropped:
+        the client gets the proxy's error instead)."""
         answered = self.answered
         out: list[bytes] = []
         pieces: list[bytes] = []
         try:
-            return self.feed(data, out, pieces)
-        finally:
-            if not answered and (self.answered or self.phase is Answer.UPGRADED):
-                self._respond()
-            if out and self.answered:
-                self._write(out)
-            if pieces and self._watch is not None:
-                self._watch.feed(pieces)
+            switched = self.feed(data, out, pieces)
+        except (BadResponseError, FramingError):
+            self._deliver(answered, out, pieces, failed=True)
+            raise
+        self._deliver(answered, out, pieces, failed=False)
+        return switched
+
+    def _deliver(
+        self, answered: bool, out: list[bytes], pieces: list[bytes], *, failed: bool
+    ) -> None:
+        if not answered and (self.answered or self.phase is Answer.UPGRADED):
+            self._respond()
+        if out and (self.answered or not failed):
+            self._write(out)
+        if pieces and self._watch is not None:
+            self._watch.feed(pieces)
 
     def _respond(self) -> None:
         exchange = self._exchange
