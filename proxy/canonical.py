@@ -138,21 +138,25 @@ class DebugLog(CanonicalLog):
         self.bodies = bodies
 
     def started(self, exchange: Exchange) -> None:
+        secrets = redact.secret_values(exchange.request_headers, exchange.target)
         self.log.debug(
             "request headers",
             request_id=exchange.request_id,
             method=exchange.method,
-            path=redact.redact_target(exchange.target),
-            headers=redact.headers(exchange.request_headers),
+            path=redact.mask_known(redact.redact_target(exchange.target), secrets),
+            headers=redact.headers(exchange.request_headers, secrets),
         )
 
     def responded(self, exchange: Exchange) -> None:
         # Written as the head arrives: a stream that never ends still shows its headers.
+        secrets = redact.secret_values(
+            [*exchange.request_headers, *exchange.response_headers], exchange.target
+        )
         self.log.debug(
             "response headers",
             request_id=exchange.request_id,
             status=exchange.status,
-            headers=redact.headers(exchange.response_headers),
+            headers=redact.headers(exchange.response_headers, secrets),
         )
 
     def ended(self, exchange: Exchange) -> None:

@@ -102,8 +102,8 @@ def _head(exchange: Exchange) -> Head:
     )
 
 
-def _headers(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"name": name, "value": value} for name, value in redact.headers(pairs)]
+def _headers(pairs: list[tuple[str, str]], secrets: Sequence[str]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in redact.headers(pairs, secrets)]
 
 
 def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
@@ -126,12 +126,12 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
         "time": total,
         "request": {
             "method": exchange.method,
-            "url": upstream + redact.redact_target(target),
+            "url": upstream + redact.mask_known(redact.redact_target(target), secrets),
             "httpVersion": "HTTP/1.1",
             "cookies": [],
-            "headers": _headers(decode_lossy(forwarded_pairs(_head(exchange), host=host))),
+            "headers": _headers(decode_lossy(forwarded_pairs(_head(exchange), host=host)), secrets),
             "queryString": [
-                {"name": name, "value": value}
+                {"name": name, "value": redact.mask_known(value, secrets)}
                 for name, _, value in (
                     part.partition("=")
                     for part in redact.redact_target("/?" + query)[2:].split("&")
@@ -146,7 +146,7 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
             "statusText": exchange.reason or _reason(exchange.status),
             "httpVersion": "HTTP/1.1",
             "cookies": [],
-            "headers": _headers(exchange.response_headers),
+            "headers": _headers(exchange.response_headers, secrets),
             "content": _content(
                 bodies.response,
                 exchange.response_header("Content-Encoding"),
@@ -167,9 +167,13 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
             "wait": wait,
             "receive": max(total - wait, 0.0),
         },
-        "comment": f"request_id {exchange.request_id}; rule {exchange.rule or 'none'}; "
-        f"path sent by the client {redact.redact_target(exchange.target)}; "
-        f"outcome {exchange.outcome}" + (f"; {exchange.diagnosis}" if exchange.diagnosis else ""),
+        "comment": redact.mask_known(
+            f"request_id {exchange.request_id}; rule {exchange.rule or 'none'}; "
+            f"path sent by the client {redact.redact_target(exchange.target)}; "
+            f"outcome {exchange.outcome}"
+            + (f"; {exchange.diagnosis}" if exchange.diagnosis else ""),
+            secrets,
+        ),
     }
     if bodies.request.size or exchange.method in ("POST", "PUT", "PATCH"):
         content = _content(

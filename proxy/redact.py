@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import unquote
 
 # Header values safe to show: they identify clients and exchanges, never a person or a
@@ -108,24 +108,29 @@ def header_value(name: str, value: str) -> str:
     return marker(value)
 
 
-def headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(name, header_value(name, value)) for name, value in pairs]
+def headers(pairs: Iterable[tuple[str, str]], secrets: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Each header as it may be shown; a shown value holding one of the exchange's
+    `secrets` (the account id in a request id) has it masked too."""
+    return [(name, mask_known(header_value(name, value), secrets)) for name, value in pairs]
 
 
 def secret_values(pairs: Iterable[tuple[str, str]], target: str = "") -> list[str]:
     """The secrets an exchange carries, to mask by value wherever else they turn up (a
     body, an event, a curl command): its headers' and its target's query parameters'."""
     found: set[str] = set()
-    for _, value in query_secrets(target):
-        found.update((value, unquote(value)))
+    if "?" in target:
+        for _, value in query_secrets(target):
+            found.update((value, unquote(value)))
     for name, value in pairs:
-        if header_value(name, value) == value:
+        # What header_value would mask, without making the markers.
+        lowered = name.lower()
+        if not value or (shown(lowered) and redact_text(value) == value):
             continue
         found.add(value)
         scheme = _SCHEME.match(value)
         if scheme:
             found.add(value[scheme.end() :])
-        if name.lower() in ("cookie", "set-cookie"):
+        if lowered in ("cookie", "set-cookie"):
             for crumb in value.split(";"):
                 found.add(crumb.partition("=")[2].strip())
     return sorted(

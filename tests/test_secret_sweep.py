@@ -3,8 +3,8 @@ proxy serves or writes searched for them.
 
 The secrets: a bearer token (a JWT, and each of its parts), an account id, cookies (the
 client's and the upstream's), the query's `access_token` and `api_key`, and the token
-the outbound proxy's URL carries as its user name. They travel in headers, in the
-query, in request bodies, in an event stream's events, in a JSON answer that echoes the
+the outbound proxy's URL carries as its user name. They travel in headers (one the log
+may show, too), in the query, in request bodies, in an event stream's events, in a JSON answer that echoes the
 request's headers, in an error, and in WebSocket messages (compressed), through a real
 CONNECT proxy. Searched: the real command's log lines (console and JSON, at debug level,
 with body excerpts), its HAR captures, `check-config`, every `/_proxy` endpoint (metrics,
@@ -66,6 +66,8 @@ HEADERS = {
     "ChatGPT-Account-Id": ACCOUNT,
     "Cookie": f"__cf_bm={COOKIE}; theme=dark",
     "originator": "codex_exec",
+    # A header the log may show, holding a secret: masked by value.
+    "x-client-request-id": f"req-{ACCOUNT}",
 }
 ECHO = f"account {ACCOUNT}, token {TOKEN}, key {ACCESS_TOKEN}, cookie {COOKIE}"
 REQUEST = {

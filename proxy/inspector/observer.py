@@ -148,8 +148,9 @@ class Inspector(Observer):
         if exchange.bodies is not None and self.capture_dir is not None:
             entry.har = records.har_name(exchange)
             entry.har_path = self.capture_dir / entry.har
-        entry.final = sse_json(self._record(entry, exchange, since=0, live=False))
+        # Kept first: the secrets to mask are the request's and the response's now.
         self._keep(entry, exchange)
+        entry.final = sse_json(self._record(entry, exchange, since=0, live=False))
         # The final record holds all of it now: nothing of the exchange is kept twice.
         entry.exchange = None
         exchange.watcher = None
@@ -215,6 +216,7 @@ class Inspector(Observer):
             live=live,
             har=entry.har,
             har_path=str(entry.har_path) if entry.har_path else None,
+            secrets=entry.kept.secrets if entry.kept is not None else (),
         )
 
     def _forget(self, entry: Entry) -> None:

@@ -3,13 +3,15 @@
 Built only from `proxy.canonical.fields` and `proxy.redact.headers`, so the page sees
 exactly what the log would; the fields' strings and the event types are run through the
 shape check once more on the way out (a request id, a close reason or an event type is
-client- or upstream-chosen text the log line shows as it came).
+client- or upstream-chosen text the log line shows as it came), and the exchange's own
+secrets are masked by value in all of it (an account id in a path or a request id).
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +68,12 @@ def record(
     live: bool,
     har: str | None,
     har_path: str | None,
+    secrets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One exchange as the page receives it; `since` limits the timeline to newer events."""
     # The names are the log line's own; its values are checked (and nested names, as in
     # the upstream's `usage`).
-    data: dict[str, Any] = {name: scrub(value) for name, value in fields(exchange).items()}
+    data: dict[str, Any] = {name: scrub(value, secrets) for name, value in fields(exchange).items()}
     start, events = timeline.since(since)
     # A stream repeats a few event types: each is checked once.
     kinds = {kind: redact.redact_text(kind) for kind in {kind for kind, _ in events}}
@@ -79,8 +82,8 @@ def record(
         live=live,
         started_at=exchange.started_at,
         elapsed_ms=exchange.elapsed_ms() if live else exchange.duration_ms,
-        request_headers=redact.headers(exchange.request_headers),
-        response_headers=redact.headers(exchange.response_headers),
+        request_headers=redact.headers(exchange.request_headers, secrets),
+        response_headers=redact.headers(exchange.response_headers, secrets),
         timeline=[[kinds[kind], at] for kind, at in events],
         timeline_at=start,
         timeline_total=timeline.total,
@@ -99,12 +102,16 @@ def _capture(name: str, path: str | None) -> dict[str, Any]:
     }
 
 
-def scrub(value: Any) -> Any:
-    """The value with every string shape-checked for credentials (markers pass unchanged)."""
+def scrub(value: Any, secrets: Sequence[str] = ()) -> Any:
+    """The value with every string shape-checked for credentials and the `secrets` masked
+    (markers pass unchanged)."""
     if isinstance(value, str):
-        return redact.redact_text(value)
+        return redact.mask_known(redact.redact_text(value), secrets)
     if isinstance(value, dict):
-        return {redact.redact_text(str(key)): scrub(item) for key, item in value.items()}
+        return {
+            redact.mask_known(redact.redact_text(str(key)), secrets): scrub(item, secrets)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [scrub(item) for item in value]
+        return [scrub(item, secrets) for item in value]
     return value
