@@ -59,6 +59,9 @@ def fields(exchange: Exchange) -> dict[str, Any]:
     }
     if exchange.limit:
         line["limit"] = exchange.limit
+    if exchange.retried:
+        # Sent again on a fresh connection: the kept-alive one closed before answering.
+        line["retried"] = True
     if exchange.sse is not None:
         sse = exchange.sse
         line.update(

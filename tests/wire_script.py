@@ -71,6 +71,7 @@ class Seen:
     requests: list[bytes]  # each request as the upstream received it, byte for byte
     lines: list[dict[str, Any]]  # the proxy's request and rejection lines, varying fields out
     closed: bool = True  # the proxy closed the client's connection (False: it hung)
+    logs: list[dict[str, Any]] = field(default_factory=list)  # every line, as written
 
     def key(self) -> tuple[bytes, tuple[bytes, ...], str, bool]:
         return (self.client, tuple(self.requests), repr(self.lines), self.closed)
@@ -148,8 +149,8 @@ class ScriptedUpstream:
             self.requests.append(raw)
             index = len(self.requests) - 1
             answers = self.script.answers
-            if index >= len(answers):
-                return
+            if index >= len(answers) or not answers[index]:
+                return  # (an empty answer: the connection closes unanswered)
             for piece in pieces(answers[index], self.answer_cuts.get(index, ())):
                 writer.write(piece)
                 await writer.drain()
@@ -241,4 +242,6 @@ async def replay(
         for line in logs
         if line.get("event") in ("request", "rejected", "websocket")
     ]
-    return Seen(bytes(received), list(upstream.requests), lines, closed)
+    return Seen(
+        bytes(received), list(upstream.requests), lines, closed, [dict(line) for line in logs]
+    )
