@@ -304,7 +304,8 @@ class ClientConnection(asyncio.Protocol):
         request.body_complete()
         # A request the connection ends with: what the client sends after it is not read
         # (RFC 9112 §9.6).
-        self.phase = Reading.HEAD if keep_alive else Reading.DRAINING
+        if self.phase is not Reading.DRAINING:
+            self.phase = Reading.HEAD if keep_alive else Reading.DRAINING
 
     # --- Moving requests along.
 

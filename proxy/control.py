@@ -85,11 +85,13 @@ class Control:
 
 class ControlRequest:
     """One `/_proxy` request on a client connection, while aiohttp answers it. The
-    control plane takes no uploads: a body past CONTROL_BODY_LIMIT is a 413, and the
-    connection ends."""
+    control plane takes no uploads: it gets a request once its body is whole, so the
+    answer never depends on how much of a body had come; a body past CONTROL_BODY_LIMIT
+    is a 413, and the connection ends."""
 
     __slots__ = (
         "_body",
+        "_complete",
         "_control",
         "_handler",
         "_size",
@@ -113,15 +115,16 @@ class ControlRequest:
         self._handler: asyncio.Protocol | None = None
         self._window: _Window | None = None
         self._size = 0
-        # The request as aiohttp will read it: the head, then the body as it comes.
+        self._complete = False
+        # The request as aiohttp will read it: the head, then the body (at most the limit).
         self._body: list[bytes] = [_serialise(head)]
 
     def start(self) -> None:
         self.started = True
-        if (self.head.length or 0) > CONTROL_BODY_LIMIT:
+        if (self.head.length or 0) > CONTROL_BODY_LIMIT or self._size > CONTROL_BODY_LIMIT:
             self._too_large()
-            return
-        self._control.serve(self)
+        elif self._complete:
+            self._control.serve(self)
 
     def begin(self, handler: asyncio.Protocol) -> None:
         if self.finished:
@@ -132,23 +135,21 @@ class ControlRequest:
         self.flush_request()
 
     def body(self, raw: bytes, pieces: list[bytes]) -> None:
-        if self.finished:
-            return
         self._size += sum(map(len, pieces))
-        if self._size > CONTROL_BODY_LIMIT:
-            self._body.clear()
-            if self.started:
-                self._too_large()
+        if self._size <= CONTROL_BODY_LIMIT:
+            self._body.append(raw)
             return
-        self._body.append(raw)
+        self._body.clear()
+        if self.started:
+            self._too_large()
 
     def body_complete(self) -> None:
         """The body is whole (its framing, chunked or not, travels in the raw bytes)."""
+        self._complete = True
+        if self.started and not self.finished and self._size <= CONTROL_BODY_LIMIT:
+            self._control.serve(self)
 
     def flush_request(self) -> None:
-        if self._size > CONTROL_BODY_LIMIT:
-            self._too_large()
-            return
         handler = self._handler
         if handler is not None and self._body:
             data, self._body = b"".join(self._body), []

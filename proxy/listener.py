@@ -21,6 +21,7 @@ import structlog
 from proxy.connection import ClientConnection
 from proxy.deadlines import Deadlines, interval_for
 from proxy.exchange import Observers
+from proxy.heap import Heap
 from proxy.pool import Pool
 from proxy.route import Limits, Route
 from proxy.settings import Settings
@@ -74,6 +75,7 @@ class Listener:
         self.control = control
         self.max_connections = settings.limits.max_connections
         self.connections: set[ClientConnection] = set()
+        self.heap = Heap(loop)
         self.server: asyncio.Server | None = None
         self.closing = False
         self.refused = 0
@@ -90,6 +92,7 @@ class Listener:
             backlog=1024,
         )
         self.deadlines.watch(self.pool)
+        self.deadlines.watch(self.heap)
         self.pool.top_up()  # the first request finds a connection ready
         return [_address(sock.getsockname()) for sock in self.server.sockets]
 
@@ -111,6 +114,7 @@ class Listener:
 
     def discard(self, connection: ClientConnection) -> None:
         self.connections.discard(connection)
+        self.heap.released()
 
     def _refuse(self) -> None:
         self.refused += 1

@@ -45,7 +45,7 @@ async def test_a_control_request_with_a_body_leaves_the_connection_usable(
     assert fake.last.target == "/after"
 
 
-async def test_a_control_request_whose_chunked_body_breaks_after_its_answer_ends_there(
+async def test_a_control_request_whose_chunked_body_breaks_is_refused_and_ends_there(
     proxy: RunningProxy, fake: FakeUpstream
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
@@ -55,15 +55,16 @@ async def test_a_control_request_whose_chunked_body_breaks_after_its_answer_ends
             b"3\r\nabc\r\n"
         )
         await writer.drain()
-        await asyncio.sleep(0.1)  # aiohttp holds the request; nothing to await on
+        await asyncio.sleep(0.1)  # the body is not whole: nothing is answered yet
         writer.write(b"zz\r\nnot a chunk\r\n")
         answer = await read_until_closed(reader)
     finally:
         writer.close()
-    # aiohttp answered before reading the body; the rest of it breaks: one answer, then
-    # the connection ends (what followed could not be told from a next request).
+    # The control plane gets a request once its body is whole; this one breaks first: one
+    # answer, the proxy's 400, then the connection ends (what followed could not be told
+    # from a next request).
     assert answer.count(b"HTTP/1.1 ") == 1
-    assert answer.startswith(b"HTTP/1.1 404 ")
+    assert answer.startswith(b"HTTP/1.1 400 ")
     assert fake.received == []
 
 

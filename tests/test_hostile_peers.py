@@ -17,6 +17,7 @@ line, and a session that falls silent is ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import struct
@@ -25,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fake_upstream import FakeUpstream
-from tests.harness import parse_response, raw_request, read_head_and_body
+from tests.harness import parse_response, raw_request, read_head_and_body, read_until_closed
 from tests.outside import KEEPALIVE_TIMER, proxy_process, rss_kib, tcp_sockets
 from tests.proc import ProxyProcess
 from tests.ws_wire import (
@@ -483,3 +484,29 @@ async def test_both_sockets_of_a_websocket_session_have_tcp_keepalive() -> None:
     plain = shown["plain"]
     assert plain is not None, shown
     assert plain[0] != KEEPALIVE_TIMER, shown
+
+
+async def test_a_chunked_control_post_past_the_limit_is_a_413_and_the_end_however_it_is_read(
+    fake: FakeUpstream,
+) -> None:
+    """The control plane gets a request once its body is whole, so a chunked upload past
+    64 KiB is refused (413, the connection ends) before any endpoint answers, whatever
+    the reads (issue 26, item 1)."""
+    chunk = b"%x\r\n%s\r\n" % (MIB, os.urandom(MIB))
+    async with proxy_process("--upstream", fake.url) as (proxy, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            writer.write(
+                b"POST /_proxy/nothing-here HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            await writer.drain()
+            with contextlib.suppress(ConnectionError):
+                for _ in range(16):  # 256 times the limit
+                    writer.write(chunk)
+                    await writer.drain()
+            async with asyncio.timeout(5):
+                answer = await read_until_closed(reader)
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert answer.count(b"HTTP/1.1 ") == 1
