@@ -74,12 +74,24 @@ class ConnectError(Exception):
     """A connection could not be opened: which failure, the message for the client's JSON
     error, the reason in words for the log, and the step that failed."""
 
-    def __init__(self, failure: Failure, message: str, detail: str, step: str = "TCP") -> None:
+    def __init__(
+        self,
+        failure: Failure,
+        message: str,
+        detail: str,
+        step: str = "TCP",
+        *,
+        cause: BaseException | None = None,
+        said: str = "",
+    ) -> None:
         super().__init__(message)
         self.failure = failure
         self.message = message
         self.detail = detail
         self.step = step
+        # What went wrong underneath, and an outbound proxy's answer (its status line).
+        self.cause = cause
+        self.said = said
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +219,15 @@ class Connector:
                     ssl_object = transport.get_extra_info("ssl_object")
                     opened.resumed = bool(ssl_object and ssl_object.session_reused)
                     if steps is not None:
-                        steps.append(Step("TLS", _tls_says(transport, self.origin.host)))
+                        says = _tls_says(transport, self.origin.host, self.ca_bundle)
+                        steps.append(Step("TLS", says))
         except BaseException as exc:
             if transport is not None:
                 transport.abort()
             if isinstance(exc, ConnectError) or not isinstance(exc, Exception):
                 raise
             error = self.error(exc, step)
+            error.cause = exc
             if isinstance(exc, ssl.SSLCertVerificationError):
                 error.detail += f" ({await self._presented_certificate()})"
             raise error from None
@@ -278,19 +292,25 @@ class Connector:
         assert proxy.host is not None
         assert proxy.port is not None
         shown = redact_url(str(proxy))
+        step = "DNS"
         try:
             infos = await loop.getaddrinfo(
                 proxy.host, proxy.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
             )
             addresses = [(f, t, p, "", (str(a[0]), int(a[1]))) for f, t, p, _, a in infos]
+            if steps is not None:
+                more = f" (and {len(addresses) - 1} more)" if len(addresses) > 1 else ""
+                steps.append(Step("DNS", f"{proxy.host} → {addresses[0][4][0]}{more}"))
+            step = "TCP"
             transport = await self._tcp(loop, protocol, addresses, steps)
         except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
+            reason = _reason(exc)
             raise ConnectError(
                 Failure.OUTBOUND_PROXY,
                 f"cannot connect to the proxy upstream.proxy: {reason}",
                 f"the outbound proxy {shown} is unreachable: {reason}",
-                "TCP",
+                step,
+                cause=exc,
             ) from None
         if proxy.scheme == "https":
             try:
@@ -305,10 +325,16 @@ class Connector:
                     f"TLS with the proxy upstream.proxy failed: {_reason(exc)}",
                     f"TLS with the outbound proxy {shown} failed: {_reason(exc)}",
                     "TLS to the proxy",
+                    cause=exc,
                 ) from None
             if steps is not None:
-                steps.append(Step("TLS to the proxy", _tls_says(transport, proxy.host)))
-        await self._tunnel(transport, protocol, shown)
+                says = _tls_says(transport, proxy.host, self.ca_bundle)
+                steps.append(Step("TLS to the proxy", says))
+        try:
+            await self._tunnel(transport, protocol, shown)
+        except BaseException:
+            transport.abort()
+            raise
         if steps is not None:
             steps.append(Step("CONNECT", f"{shown} opened a tunnel to {self.origin.target}"))
         return transport, "TLS"
@@ -324,7 +350,18 @@ class Connector:
         if proxy.user is not None:
             secret = f"{proxy.user}:{proxy.password or ''}".encode()
             head += f"Proxy-Authorization: Basic {base64.b64encode(secret).decode('ascii')}\r\n"
-        answer = await _TunnelAnswer.read(transport, protocol, (head + "\r\n").encode("latin-1"))
+        try:
+            answer = await _TunnelAnswer.read(
+                transport, protocol, (head + "\r\n").encode("latin-1")
+            )
+        except OSError as exc:
+            raise ConnectError(
+                Failure.OUTBOUND_PROXY,
+                f"the proxy upstream.proxy gave no answer: {_reason(exc)}",
+                f"the outbound proxy {shown} gave no answer: {_reason(exc)}",
+                "CONNECT",
+                cause=exc,
+            ) from None
         status_line = answer.partition(b"\r\n")[0].decode("latin-1")
         _, _, rest = status_line.partition(" ")
         status, _, reason = rest.partition(" ")
@@ -335,6 +372,7 @@ class Connector:
                 f"the proxy upstream.proxy refused the tunnel to {self.origin.url}: {said}",
                 f"the outbound proxy answered {said}",
                 "CONNECT",
+                said=status_line,
             )
 
     def error(self, exc: Exception, step: str) -> ConnectError:
@@ -451,7 +489,7 @@ class _TunnelAnswer(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if not self.waiter.done():
-            self.waiter.set_result(bytes(self.answer.partition(b"\r\n")[0]))
+            self.waiter.set_exception(ConnectionResetError("it closed the connection"))
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -465,10 +503,11 @@ def _reason(exc: BaseException) -> str:
     return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
 
 
-def _tls_says(transport: asyncio.BaseTransport, host: str) -> str:
+def _tls_says(transport: asyncio.BaseTransport, host: str, ca_bundle: str) -> str:
     tls = transport.get_extra_info("ssl_object")
     version = tls.version() if tls is not None else "TLS"
     certificate = tls.getpeercert() if tls is not None else None
     issuer = dict(pair[0] for pair in (certificate or {}).get("issuer", ()))
     by = issuer.get("organizationName") or issuer.get("commonName") or "an unnamed issuer"
-    return f"{version}, certificate of {host} from {by} trusted"
+    extra = " (system store and upstream.ca_bundle)" if ca_bundle else ""
+    return f"{version}, certificate of {host} from {by} trusted{extra}"
