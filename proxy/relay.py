@@ -195,7 +195,7 @@ class Relay:
         if reader is not None and exc is None and reader.upstream_closed():
             self._complete()  # the body ends with the connection (it came unframed)
         elif reader is not None and reader.answered:
-            self.fail(Failure.CUT_MID_BODY, "")
+            self.fail(Failure.CUT_MID_BODY, "", detail=str(exc) if exc else None)
         elif self._may_retry():
             self._retry()
         else:

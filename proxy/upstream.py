@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import ssl
 from typing import TYPE_CHECKING, Protocol, cast
 
 from proxy.connector import Opened
@@ -33,6 +34,7 @@ class User(Protocol):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "clean_end",
         "closed",
         "counted",
         "eof",
@@ -56,6 +58,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         # The far side ended its half (a FIN, or TLS close_notify): no request may start.
         self.eof = False
+        # It ended as its protocol says an end is made (for TLS: with close_notify).
+        self.clean_end = False
         # Whether it holds one of the pool's places (given back when it closes).
         self.counted = False
         # When it went idle, by the loop's clock and by the wall's (which goes on while a
@@ -89,9 +93,26 @@ class UpstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        self.clean_end = self._ended_cleanly()
         return False
 
+    def _ended_cleanly(self) -> bool:
+        """A TLS connection's end is an end only when the far side said so (close_notify):
+        a bare FIN may be an attacker's or a broken path's cut (RFC 9112 §9.8). The TLS
+        object tells: after a close_notify it reads as ended; after a bare FIN it still
+        waits for more."""
+        assert self.transport is not None
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return True
+        try:
+            return bool(ssl_object.read(1) == b"")
+        except ssl.SSLError:
+            return False
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None and not self.clean_end and self._is_tls():
+            exc = ConnectionResetError("the TLS connection ended without close_notify")
         self.closed = True
         if self.flow is not None:
             self.flow.closed = True
@@ -129,6 +150,11 @@ class UpstreamConnection(asyncio.Protocol):
     def keep_alive_probes(self) -> None:
         if self.transport is not None:
             keepalive_probes(self.transport)
+
+    def _is_tls(self) -> bool:
+        return self.transport is not None and (
+            self.transport.get_extra_info("ssl_object") is not None
+        )
 
     def dropped(self) -> bool:
         """Whether the far side has closed it (or sent something) while it sat idle: its

@@ -20,9 +20,13 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
+import ssl
 import struct
+from pathlib import Path
 
 import pytest
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fake_upstream import FakeUpstream
@@ -510,3 +514,51 @@ async def test_a_chunked_control_post_past_the_limit_is_a_413_and_the_end_howeve
             writer.close()
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert answer.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize("close_notify", [True, False])
+async def test_a_close_delimited_body_over_tls_is_complete_only_with_close_notify(
+    tmp_path: Path, close_notify: bool
+) -> None:
+    """RFC 9112 §9.8: a body the upstream ends by closing is complete only if TLS says so
+    (close_notify); a bare FIN is a cut, and the client sees one (issue 26, item 6). The
+    real proxy runs (uvloop's TLS, which tells the two apart otherwise than asyncio's)."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe whole body")
+        await writer.drain()
+        if close_notify:
+            writer.close()
+        else:
+            # A bare FIN under the TLS layer: the TCP half-close, no close_notify.
+            raw = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
+            raw.shutdown(socket.SHUT_WR)
+            raw.close()
+            await asyncio.sleep(0.5)
+            writer.transport.abort()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with proxy_process(
+            "--upstream",
+            f"https://127.0.0.1:{port}",
+            env={"CODEX_PATH_PROXY_UPSTREAM_CA_BUNDLE": str(bundle)},
+        ) as (proxy, log):
+            raw_answer = await raw_request(
+                proxy.port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            kept = await log.wait("request")
+            lines = [line for line in kept if line.get("event") == "request"]
+    finally:
+        server.close()
+    response = parse_response(raw_answer)
+    assert response.body == b"the whole body"
+    assert response.complete is close_notify
+    assert lines[-1]["outcome"] == ("completed" if close_notify else "upstream_cut")
