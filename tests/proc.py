@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
+import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,3 +105,65 @@ async def run_cli(
         out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+@dataclass
+class WritingProcess:
+    """The real command in either log format, its output (stderr and stdout, one pipe)
+    read as it comes (a debug log must never fill the pipe): all it wrote."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    written: bytearray
+    reading: asyncio.Task[None] | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def read(self) -> None:
+        assert self.process.stdout is not None
+        while chunk := await self.process.stdout.read(65536):
+            self.written += chunk
+
+    async def stop(self, timeout: float = 30) -> bytes:
+        """SIGTERM; once it exited (0), everything it wrote."""
+        self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(timeout):
+            assert await self.process.wait() == 0
+            assert self.reading is not None
+            await self.reading
+        return bytes(self.written)
+
+
+@contextlib.asynccontextmanager
+async def writing_process(
+    *args: str, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[WritingProcess]:
+    """Run `python -m proxy --port 0 ARGS` (any --log-format): the port is read from its
+    first line (the start-up line, in either format). Killed on the way out if still up."""
+    if environ is None:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_PATH_PROXY_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "--port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(environ),
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            first = await process.stdout.readline()
+        found = re.search(rb"http://127\.0\.0\.1:(\d+)", first)
+        assert found is not None, first
+        running = WritingProcess(process, int(found.group(1)), bytearray(first))
+        running.reading = asyncio.ensure_future(running.read())
+        yield running
+    finally:
+        if process.returncode is None:
+            process.kill()

@@ -5,20 +5,13 @@ values come out cut, in the console format and in JSON alike, from the real comm
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import io
 import json
 import logging
 import os
-import re
-import signal
 import struct
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -29,6 +22,7 @@ from proxy import printable
 from proxy.log import JSONLines, configure_logging
 from tests.fake_upstream import FakeUpstream
 from tests.harness import raw_request
+from tests.proc import writing_process
 
 # Clears the screen and turns the rest red; a C1 CSI (U+009B) does the same in one
 # character on some terminals; U+2028 ends a line for some readers; U+202E reverses text.
@@ -37,51 +31,6 @@ SHOWN = "\\x1b[2J\\x1b[1;31mowned\\u2028\\x9b31m\\u202etxt.exe"
 RAW = [b"\x1b", "\u2028".encode(), "\u009b".encode(), "\u202e".encode()]
 LONG = 60 * 1024
 ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-@dataclass
-class Running:
-    process: asyncio.subprocess.Process
-    port: int
-
-
-@asynccontextmanager
-async def proxy_process(upstream: str, log_format: str) -> AsyncIterator[Running]:
-    """The real command with `--log-format`; its stderr is read once it has stopped."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_PATH_PROXY_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "--port",
-        "0",
-        "--upstream",
-        upstream,
-        "--log-format",
-        log_format,
-        stderr=asyncio.subprocess.PIPE,
-        env=environ,
-    )
-    assert process.stderr is not None
-    try:
-        async with asyncio.timeout(20):
-            first = (await process.stderr.readline()).decode()
-        found = re.search(r"http://127\.0\.0\.1:(\d+)", first)
-        assert found is not None, first
-        yield Running(process, int(found.group(1)))
-    finally:
-        if process.returncode is None:
-            process.kill()
-
-
-async def stop(running: Running) -> bytes:
-    """SIGTERM, then every byte the proxy wrote to stderr after its first line."""
-    assert running.process.stderr is not None
-    running.process.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(30):
-        rest = await running.process.stderr.read()
-        await running.process.wait()
-    return rest
 
 
 def accept(key: str) -> str:
@@ -109,14 +58,14 @@ async def test_terminal_escapes_from_peers_are_written_escaped(
         return web.Response()  # never sent: the answer above is the whole response
 
     fake.handler = answer
-    async with proxy_process(fake.url, log_format) as running:
+    async with writing_process("--upstream", fake.url, "--log-format", log_format) as running:
         answered = await raw_request(
             running.port,
             b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
             b"Connection: close\r\n\r\n",
         )
         assert answered.startswith(b"HTTP/1.1 200 ")
-        written = await stop(running)
+        written = await running.stop()
     for raw in RAW:
         assert raw not in written
     text = written.decode()
@@ -161,7 +110,7 @@ async def test_long_peer_values_are_cut_and_say_so(fake: FakeUpstream) -> None:
         return response
 
     fake.handler = answer
-    async with proxy_process(fake.url, "json") as running:
+    async with writing_process("--upstream", fake.url, "--log-format", "json") as running:
         await raw_request(
             running.port,
             b"POST /backend-api/responses HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
@@ -172,7 +121,7 @@ async def test_long_peer_values_are_cut_and_say_so(fake: FakeUpstream) -> None:
             f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
         )
         await raw_request(running.port, upgrade.encode())
-        written = await stop(running)
+        written = await running.stop()
     rows = written.decode().splitlines()
     lines = {line["event"]: line for line in map(json.loads, rows)}
     assert max(map(len, rows)) < 16 * 1024

@@ -4,13 +4,14 @@ proxy serves or writes searched for them.
 The secrets: a bearer token (a JWT, and each of its parts), an account id, cookies (the
 client's and the upstream's), the query's `access_token` and `api_key`, and the token
 the outbound proxy's URL carries as its user name. They travel in headers (one the log
-may show, too), in the query, in request bodies, in an event stream's events, in a JSON answer that echoes the
-request's headers, in an error, and in WebSocket messages (compressed), through a real
-CONNECT proxy. Searched: the real command's log lines (console and JSON, at debug level,
-with body excerpts), its HAR captures, `check-config`, every `/_proxy` endpoint (metrics,
-version, health, the inspector's page, assets, event stream, each exchange's content and
-each event, search for each secret, each capture file) and the inspector page's DOM in
-Chromium with every row opened, every tree node expanded and every event shown.
+may show, too), in the query, in request bodies, in an event stream's events, in a JSON
+answer that echoes the request's headers, in an error, and in WebSocket messages
+(compressed), through a real CONNECT proxy. Searched: all the real command writes (its
+log in console and JSON format, at debug level, with body excerpts), its HAR captures,
+`check-config`, every `/_proxy` endpoint (metrics, version, health, the inspector's page,
+assets, event stream, each exchange's content and each event, search for each secret,
+each capture file) and the inspector page's DOM in Chromium with every row opened, every
+tree node expanded and every event shown.
 """
 
 from __future__ import annotations
@@ -20,11 +21,6 @@ import base64
 import contextlib
 import json
 import os
-import re
-import signal
-import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +32,7 @@ from playwright.async_api import Browser, Page, Response
 from proxy.redact import marker
 from tests.connect_proxy import ConnectProxy
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.proc import run_cli
+from tests.proc import run_cli, writing_process
 from tests.test_inspector_browser import browser
 
 __all__ = ["browser"]  # the fixture, shared with the other browser tests
@@ -123,52 +119,6 @@ def fake_chatgpt(fake: FakeUpstream) -> None:
         return await fake.default(request)
 
     fake.handler = answer
-
-
-@dataclass
-class Running:
-    """The real command, its stderr read as it comes (debug lines must never fill the pipe)."""
-
-    process: asyncio.subprocess.Process
-    port: int
-    written: bytearray = field(default_factory=bytearray)
-    reading: asyncio.Task[None] | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def read(self) -> None:
-        assert self.process.stderr is not None
-        while chunk := await self.process.stderr.read(65536):
-            self.written += chunk
-
-
-@contextlib.asynccontextmanager
-async def proxy_process(environ: dict[str, str], *args: str) -> AsyncIterator[Running]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "--port",
-        "0",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environ,
-    )
-    assert process.stderr is not None
-    try:
-        async with asyncio.timeout(20):
-            first = await process.stderr.readline()
-        found = re.search(rb"http://127\.0\.0\.1:(\d+)", first)
-        assert found is not None, first
-        running = Running(process, int(found.group(1)), bytearray(first))
-        running.reading = asyncio.ensure_future(running.read())
-        yield running
-    finally:
-        if process.returncode is None:
-            process.kill()
 
 
 async def ended_records(response: aiohttp.ClientResponse, count: int) -> list[dict[str, Any]]:
@@ -315,7 +265,7 @@ async def test_no_secret_in_any_byte_the_proxy_serves_or_writes(
     served: list[bytes] = []
     try:
         async with (
-            proxy_process(environ, *args) as running,
+            writing_process(*args, environ=environ) as running,
             aiohttp.ClientSession(auto_decompress=False) as client,
         ):
             async with client.get(f"{running.origin}/_proxy/events") as page_feed:
@@ -323,12 +273,7 @@ async def test_no_secret_in_any_byte_the_proxy_serves_or_writes(
                 records = await ended_records(page_feed, EXCHANGES)
             served += await every_endpoint(client, running.origin, records)
             served += await page_sweep(browser, running.origin)
-            running.process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(30):
-                assert await running.process.wait() == 0
-                assert running.reading is not None
-                await running.reading
-            written = bytes(running.written)
+            written = await running.stop()
     finally:
         await outbound.close()
     code, checked, _ = await run_cli("check-config", environ=environ)
