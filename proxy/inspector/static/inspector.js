@@ -11,6 +11,7 @@
     timeout: "timeout",
     upstream_unreachable: "unreachable",
     rejected: "rejected",
+    proxy_shutdown: "shutdown",
   };
   // An exchange that completed with an error status from the upstream: said in words.
   const STATUS_WORDS = {
