@@ -15,7 +15,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from proxy import printable
-from proxy.redact import redact_text
+from proxy.redact import redact_line, redact_text
 
 # Values structlog or the standard library put in a line for the processors after them.
 _OWN_KEYS = frozenset({"exc_info", "stack_info"})
@@ -40,10 +40,11 @@ def printable_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
 
 
 def redact_rendered(_: WrappedLogger, __: str, line: Any) -> str:
-    """Second line of defence, after rendering: mask anything shaped like a credential
-    anywhere in the finished line (keys, nested values, tracebacks included), in one pass."""
+    """Second line of defence, after rendering: mask anything shaped like a credential, and
+    any query parameter named like one, anywhere in the finished line (keys, nested
+    values, tracebacks included)."""
     assert isinstance(line, str), "runs after a renderer"
-    return redact_text(line)
+    return redact_line(line)
 
 
 class ExchangeLine:
@@ -177,7 +178,11 @@ class JSONLines:
         # the limit, in ASCII, with no escape and no DEL, has nothing to escape or cut.
         if len(line) > printable.LIMIT or not line.isascii() or "\\" in line or "\x7f" in line:
             line = _dumps(printable_values(None, level, fields))
-        writer.msg(redact_text(line))
+        # The targets' queries are masked already (redact_target): a query parameter
+        # elsewhere in the line (an error's text) is looked for only when it has an `=`
+        # beyond theirs. Equal to redact_line, without its scan on every line with a query.
+        targets = f"{fields.get('path')}{fields.get('upstream_path')}".count("=")
+        writer.msg(redact_line(line) if line.count("=") > targets else redact_text(line))
         return True
 
     def _now(self) -> str:

@@ -64,6 +64,10 @@ _SECRET_NAME = re.compile(
 )
 # Query parameter names that may carry credentials.
 _SECRET_PARAM = re.compile(r"token|key|secret|passw|auth|code|sig|session|cookie|jwt|bearer", re.I)
+# A query parameter's value anywhere in a text, not already masked: found by its `=` (a
+# literal the pattern engine finds fast), its name then read back to the `?` or `&`.
+_PARAM_VALUE = re.compile(r"=(?!\[redacted #)[^&\s\"'#;\\=]+")
+_PARAM_NAME = re.compile(r"[\w.~%-]{1,64}")
 # Credentials recognisable by shape wherever they appear. After "Bearer" or "Basic", a
 # credential has a digit, a capital or one of -_~+/= in it, or is long: an English word
 # ("bearer tokens cross this port") is not one.
@@ -182,6 +186,25 @@ def redact_text(text: str) -> str:
     if not ("bearer" in lowered or "basic" in lowered or "eyj" in lowered or "sk-" in lowered):
         return text
     return _SECRET_SHAPES.sub(_mask, text)
+
+
+def redact_line(text: str) -> str:
+    """A finished log line: credentials masked by shape (redact_text) and every query
+    parameter named like a credential masked wherever it stands (a target an error
+    repeats in its message), as redact_target masks it."""
+    text = redact_text(text)
+    if "=" not in text or ("?" not in text and "&" not in text):
+        return text
+    pieces: list[str] = []
+    start = 0
+    for found in _PARAM_VALUE.finditer(text):
+        at = found.start()
+        before = text[max(start, at - 65) : at]
+        name = before[max(before.rfind("?"), before.rfind("&")) + 1 :]
+        if len(name) < len(before) and _SECRET_PARAM.search(name) and _PARAM_NAME.fullmatch(name):
+            pieces += (text[start : at + 1], marker(found.group(0)[1:]))
+            start = found.end()
+    return "".join((*pieces, text[start:])) if pieces else text
 
 
 def _mask(found: re.Match[str]) -> str:
