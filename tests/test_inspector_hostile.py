@@ -282,7 +282,7 @@ def test_a_side_without_context_takeover_reads_on_after_a_message_it_could_not()
     )
 
 
-def test_the_budget_refills_with_time_and_is_shared() -> None:
+def test_the_budget_fits_the_largest_message_and_once_spent_nothing_is_inflated() -> None:
     budget = Budget(0)
     assert budget.rate == 16 * 1024 * 1024
     assert Budget(32 * 1024 * 1024).rate == 32 * 1024 * 1024  # the largest message fits
