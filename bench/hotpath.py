@@ -80,13 +80,14 @@ async def measure(requests: int) -> float:
         Settings(), upstream=dataclasses.replace(Settings().upstream, url="http://127.0.0.1:9")
     )
     listener, _ = create_proxy(settings)
-    client = ClientConnection(listener)
+    client = ClientConnection(listener.route, listener.control, listener)
     client.connection_made(Transport())
-    upstream = UpstreamConnection(listener.pool)
+    pool = listener.route.pool
+    upstream = UpstreamConnection(pool)
     upstream.connection_made(Transport())
     upstream.counted = True
-    listener.pool.open += 1
-    listener.pool.release(upstream)  # idle in the pool: every request takes it
+    pool.open += 1
+    pool.release(upstream)  # idle in the pool: every request takes it
     started = time.perf_counter()
     for n in range(requests):
         client.data_received(REQUEST)

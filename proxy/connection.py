@@ -271,6 +271,7 @@ class ClientConnection(asyncio.Protocol):
             # What follows is for the upstream's answer to decide: a new protocol, or
             # (refused) the next request.
             self._message = None
+            message.release()
             request.body_complete()
             self.phase = Reading.HELD
             self.flow.pause_reading(WAITING)
@@ -300,7 +301,9 @@ class ClientConnection(asyncio.Protocol):
         return stop
 
     def _message_done(self, request: Request, keep_alive: bool) -> None:
-        self._message = None
+        message, self._message = self._message, None
+        if message is not None:
+            message.release()
         request.body_complete()
         # A request the connection ends with: what the client sends after it is not read
         # (RFC 9112 §9.6).

@@ -67,6 +67,10 @@ class Head:
     upgrade: bool
     # The target was in absolute-form (its authority is never used).
     absolute: bool = False
+    # An upgrade to WebSocket (a GET asking for it).
+    websocket: bool = False
+    # Each header's name, lower-cased, in order (read once, for every later look).
+    names: list[bytes] = field(default_factory=list)
     hosts: list[bytes] = field(default_factory=list)
     length: int | None = None
     codings: list[bytes] = field(default_factory=list)
@@ -89,15 +93,15 @@ class Head:
         upgrade: bool,
     ) -> Head:
         head = cls(method, target, version, headers, keep_alive, upgrade)
-        absolute = _ABSOLUTE.match(target)
-        if absolute is not None:
-            rest = target[absolute.end() :]
-            head.target = rest if rest.startswith(b"/") else b"/" + rest
-            head.absolute = True
+        if target[:1] != b"/":
+            head.target, head.absolute = _origin_form(target)
         listed: frozenset[bytes] = frozenset()
         notable = _NOTABLE
+        names = head.names
         for name, value in headers:
-            kind = notable.get(name.lower())
+            lowered = name.lower()
+            names.append(lowered)
+            kind = notable.get(lowered)
             if kind is None:
                 continue
             if kind == _CONNECTION:
@@ -119,6 +123,7 @@ class Head:
             else:
                 head.ws_version = value.strip()
         head.listed = listed
+        head.websocket = upgrade and method == b"GET" and head.upgrade_to == b"websocket"
         return head
 
     @property
@@ -128,10 +133,6 @@ class Head:
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.length)
-
-    @property
-    def websocket(self) -> bool:
-        return self.upgrade and self.method == b"GET" and self.upgrade_to == b"websocket"
 
     @property
     def continue_expected(self) -> bool:
@@ -187,6 +188,16 @@ def refusal(head: Head) -> tuple[Failure, str] | None:
     return found
 
 
+def _origin_form(target: bytes) -> tuple[bytes, bool]:
+    """An absolute-form target's path and query (its authority is never used); any other
+    target as it is."""
+    absolute = _ABSOLUTE.match(target)
+    if absolute is None:
+        return target, False
+    rest = target[absolute.end() :]
+    return (rest if rest.startswith(b"/") else b"/" + rest), True
+
+
 def _valid_handshake(head: Head) -> bool:
     """RFC 6455 §4.2.1: a key of 16 random bytes in base64, and version 13."""
     if head.ws_version != b"13" or head.ws_key is None:
@@ -212,8 +223,7 @@ def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:
     drop = _dropped(head)
     parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
     host_at = -1
-    for name, value in head.headers:
-        lowered = name.lower()
+    for lowered, (name, value) in zip(head.names, head.headers, strict=True):
         if lowered == b"host":
             if host_at < 0:
                 host_at = len(parts)

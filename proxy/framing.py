@@ -204,6 +204,15 @@ class Message:
         stand-in it knows for one it does not. -1: the method goes on in the next read."""
         gathered = self._method
         assert gathered is not None
+        space = data.find(b" ", at, at + 16)
+        if space > at and not gathered and data[at:space] in _LLHTTP_METHODS:
+            # The common case: a method llhttp knows, whole in this read.
+            self._method = None
+            self.method = data[at:space]
+            self.head_size += space - at
+            self._tail = self.method[-3:]
+            self._feed_bytes(self.method)
+            return space
         stop = at
         tchar = _TCHAR
         while stop < end and data[stop] in tchar:
@@ -365,22 +374,24 @@ class Message:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # A trailer field travels as a trailer, inside the body's bytes: not recorded.
         if self.phase is Phase.HEAD:
-            if len(name) + len(value) > self._line_limit:
-                raise LineTooLongError("a header line is longer than the limits allow")
-            headers = self.headers
-            headers.append((name, value))
-            if len(headers) > self._max_fields:
-                raise HeadTooLargeError("head has too many header fields")
-        # A trailer field travels as a trailer, inside the body's bytes: nothing to record.
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.phase is Phase.HEAD:
-            self.phase = Phase.BODY  # until whoever reads the head frames the body
-            # Read now: llhttp forgets them once the message is complete.
-            parser = self._parser
-            self.keep_alive = bool(parser.should_keep_alive())
-            self.upgrade = bool(parser.should_upgrade())
+        if self.phase is not Phase.HEAD:
+            return
+        headers, limit = self.headers, self._line_limit
+        if len(headers) > self._max_fields:
+            raise HeadTooLargeError("head has too many header fields")
+        # (A head no longer than the limit in all has no line over it to look for.)
+        if self.head_size > limit and any(len(n) + len(v) > limit for n, v in headers):
+            raise LineTooLongError("a header line is longer than the limits allow")
+        self.phase = Phase.BODY  # until whoever reads the head frames the body
+        # Read now: llhttp forgets them once the message is complete.
+        parser = self._parser
+        self.keep_alive = bool(parser.should_keep_alive())
+        self.upgrade = bool(parser.should_upgrade())
 
     def on_message_complete(self) -> None:
         self._completed = True

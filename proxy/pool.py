@@ -162,11 +162,12 @@ class Pool:
         now, wall = self.loop.time(), time.time()
         while idle:
             connection = idle.pop()
-            if self._age(connection, now, wall) >= self.keepalive_timeout:
+            age = self._age(connection, now, wall)
+            if age >= self.keepalive_timeout:
                 # Idle too long: after a laptop sleeps the far side has forgotten it.
                 connection.close()
                 continue
-            if connection.dropped():
+            if connection.dropped(age):
                 connection.abort()
                 continue
             return connection

@@ -36,7 +36,8 @@ _NOTABLE = {
     b"content-type": 1,
     b"content-length": 2,
     b"transfer-encoding": 3,
-    b"sec-websocket-accept": 4,
+    b"connection": 4,
+    b"sec-websocket-accept": 5,
 }
 
 
@@ -151,7 +152,8 @@ class ResponseReader:
         after a 101 (else -1); raises, once what was valid is written, when the answer
         cannot be relayed (an interim answer before a final one that cannot is dropped:
         the client gets the proxy's error instead)."""
-        answered = self.answered
+        phase = self.phase
+        answered = phase is Answer.BODY or phase is Answer.DONE
         out: list[bytes] = []
         pieces: list[bytes] = []
         try:
@@ -165,31 +167,31 @@ class ResponseReader:
     def _deliver(
         self, answered: bool, out: list[bytes], pieces: list[bytes], *, failed: bool
     ) -> None:
-        if not answered and (self.answered or self.phase is Answer.UPGRADED):
-            self._respond()
-        if out and (self.answered or not failed):
-            self._write(out)
+        phase = self.phase
+        now_answered = phase is Answer.BODY or phase is Answer.DONE
+        if not answered and (now_answered or phase is Answer.UPGRADED):
+            exchange = self._exchange
+            exchange.headers_ms = exchange.elapsed_ms()
+            exchange.respond(self.status, self.reason.decode("latin-1"), self.headers)
+            self._watch = BodyWatch(
+                exchange, event_stream=self.event_stream, keep_streams=self._keep_streams
+            )
+        if out and (now_answered or not failed):
+            if len(out) == 1:
+                self._client.write(out[0])
+            else:
+                self._client.writelines(out)
         if pieces and self._watch is not None:
             self._watch.feed(pieces)
 
-    def _respond(self) -> None:
-        exchange = self._exchange
-        exchange.headers_ms = exchange.elapsed_ms()
-        exchange.respond(self.status, self.reason.decode("latin-1"), self.headers)
-        self._watch = BodyWatch(
-            exchange, event_stream=self.event_stream, keep_streams=self._keep_streams
-        )
-
-    def _write(self, out: list[bytes]) -> None:
-        if len(out) == 1:
-            self._client.write(out[0])
-        else:
-            self._client.writelines(out)
-
     def done(self) -> None:
-        """The exchange is over, however it ended."""
+        """The exchange is over, however it ended: what it holds is let go now (the
+        relay's callback and llhttp's parser refer back), not by the cycle collector."""
         if self._watch is not None:
             self._watch.close()
+            self._watch = None
+        self._closing = _closes
+        self._message.release()
 
     def feed(self, data: bytes, out: list[bytes], pieces: list[bytes]) -> int:
         """Read what the upstream sent: the client's bytes are added to `out`, the body's
@@ -240,7 +242,7 @@ class ResponseReader:
                 self.interim_heads += 1
                 out.append(_client_head("1.1", status, reason, headers, self._drop(headers)))
             return
-        self._scan(headers)
+        drop = self._scan(headers)
         self._check(status, headers)
         self.status, self.reason, self.headers = status, reason, headers
         if status == 101:
@@ -264,7 +266,7 @@ class ResponseReader:
                 status,
                 reason,
                 headers,
-                self._drop(headers),
+                drop,
                 chunked=chunked and client == "1.1",
                 close=close,
             )
@@ -275,14 +277,17 @@ class ResponseReader:
             self.phase = Answer.BODY
 
     def _drop(self, headers: RawPairs) -> frozenset[bytes]:
+        """The names that stay at this hop, for an interim answer."""
         listed: frozenset[bytes] = frozenset()
         for name, value in headers:
             if name.lower() == b"connection":
                 listed |= tokens(value)
         return hop_by_hop(listed)
 
-    def _scan(self, headers: RawPairs) -> None:
+    def _scan(self, headers: RawPairs) -> frozenset[bytes]:
+        """What the head says of its framing, and the names that stay at this hop."""
         notable = _NOTABLE
+        listed: frozenset[bytes] = frozenset()
         for name, value in headers:
             kind = notable.get(name.lower())
             if kind is None:
@@ -293,8 +298,11 @@ class ResponseReader:
                 self._length = value
             elif kind == 3:
                 self._codings = value if self._codings is None else self._codings + b"," + value
+            elif kind == 4:
+                listed |= tokens(value)
             else:
                 self._accept = value.strip()
+        return hop_by_hop(listed)
 
     def _check(self, status: int, headers: RawPairs) -> None:
         """What cannot be relayed as it is fails here, before any of it reaches the client."""
@@ -387,3 +395,7 @@ def switching_head(reason: bytes, headers: RawPairs) -> bytes:
         if name.lower() == b"connection":
             listed |= tokens(value)
     return _client_head("1.1", 101, reason, headers, hop_by_hop(listed, keep=UPGRADE))
+
+
+def _closes() -> bool:
+    return True

@@ -19,6 +19,9 @@ from proxy.flow import FlowControl, keepalive_probes
 if TYPE_CHECKING:
     from proxy.pool import Pool
 
+# Idle for less than this, a connection is reused without asking its socket.
+FRESH = 0.1
+
 
 class User(Protocol):
     """What holds a connection while it is in use."""
@@ -156,12 +159,16 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.get_extra_info("ssl_object") is not None
         )
 
-    def dropped(self) -> bool:
-        """Whether the far side has closed it (or sent something) while it sat idle: its
-        socket is readable though nothing was asked. The loop may not have read that yet,
-        so the socket itself is asked, as urllib3 asks before reusing a connection."""
+    def dropped(self, idle: float) -> bool:
+        """Whether the far side has closed it (or sent something) while it sat idle for
+        `idle` seconds: its socket is readable though nothing was asked. The loop may not
+        have read that yet, so the socket itself is asked, as urllib3 asks before reusing
+        a connection (not after a moment's idleness: no server drops a connection that
+        soon, and a busy proxy reuses its connections within one)."""
         if self.closed or self.eof or self.transport is None:
             return True
+        if idle < FRESH:
+            return False
         sock = self.transport.get_extra_info("socket")
         if sock is None:
             return False

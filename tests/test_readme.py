@@ -75,10 +75,11 @@ def test_every_relative_link_resolves(document: str) -> None:
 
 def test_the_reliability_table_names_tests_that_exist() -> None:
     text = (DOCS / "reliability.md").read_text()
+    header = "| fault or input | behaviour | tests |"
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[0] == "| fault or input | behaviour | tests |"
+    assert rows[0] == header
     assert len(rows) > 15
-    for row in rows[1:]:
+    for row in (row for row in rows if row != header):
         named = re.findall(r"`(test_\w+\.py)`", row.rsplit("|", 2)[1])
         assert named, row
         for name in named:

@@ -192,3 +192,29 @@ async def test_an_upstream_named_by_host_name_is_reached_on_an_address_that_answ
     port = upstream.url.rsplit(":", 1)[1]
     proxy = await start_proxy(f"http://localhost:{port}")
     assert parse_response(await raw_request(proxy.port, REQUEST)).body == b"ok"
+
+
+async def test_a_way_out_that_keeps_failing_is_said_once_and_its_recovery_once(
+    start_proxy: StartProxy,
+) -> None:
+    """Offline: one warning when the first spare cannot be opened, each later try at debug
+    level only, and one line when a spare opens again (issue 25, item 9)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with capture_logs() as logs:
+        await start_proxy(f"http://127.0.0.1:{port}")
+        async with asyncio.timeout(5):
+            while sum("could not be opened" in line["event"] for line in logs) < 2:
+                await asyncio.sleep(0.05)
+        raw = Upstream()
+        raw.server = await asyncio.start_server(raw.serve, "127.0.0.1", port)
+        async with raw.server, asyncio.timeout(10):
+            await raw.connected.wait()
+            while not any(line["event"].endswith("open again") for line in logs):
+                await asyncio.sleep(0.05)
+    failures = [line for line in logs if "could not be opened" in line["event"]]
+    assert [line["log_level"] for line in failures] == ["warning", "debug"]
+    [recovered] = [line for line in logs if line["event"].endswith("open again")]
+    assert recovered["log_level"] == "info"
+    assert "connection refused" in recovered["after"]
