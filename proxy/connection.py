@@ -23,7 +23,15 @@ import structlog
 from proxy.failures import Failure, error_response
 from proxy.flow import BACKPRESSURE, WAITING, FlowControl, keepalive_probes, reset_connection
 from proxy.forward import Head, malformed
-from proxy.framing import Body, FramingError, HeadTooLargeError, LineTooLongError, Message, Phase
+from proxy.framing import (
+    B_CHUNKED,
+    B_LENGTH,
+    P_DONE,
+    FramingError,
+    HeadTooLargeError,
+    LineTooLongError,
+    Message,
+)
 from proxy.relay import Relay
 
 if TYPE_CHECKING:
@@ -49,6 +57,17 @@ class Reading(enum.Enum):
     HELD = "held"  # after an upgrade request: bytes held until the upstream answers
     DRAINING = "draining"  # no more requests: bytes are read and dropped
     TUNNEL = "tunnel"  # a WebSocket session
+
+
+# Enum members read through their class pay for a metaclass hook at every use; the hot
+# path reads them from these module constants.
+R_HEAD, R_BODY, R_HELD, R_DRAINING, R_TUNNEL = (
+    Reading.HEAD,
+    Reading.BODY,
+    Reading.HELD,
+    Reading.DRAINING,
+    Reading.TUNNEL,
+)
 
 
 class Request(Protocol):
@@ -126,7 +145,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment] # set at once
         self.flow: FlowControl = None  # type: ignore[assignment] # set at once
         self.peer: str | None = None
-        self.phase = Reading.HEAD
+        self.phase = R_HEAD
         # Requests in order: the first is being answered, the rest wait their turn.
         self.requests: deque[Request] = deque()
         # The message being read, and the request whose body it is.
@@ -167,23 +186,23 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
-        if phase is Reading.TUNNEL:
+        if phase is R_TUNNEL:
             assert self.tunnel is not None
             self.tunnel.client_data(data)
             return
-        if phase is Reading.DRAINING:
+        if phase is R_DRAINING:
             return
-        if phase is Reading.HELD:
+        if phase is R_HELD:
             self._held.append(data)
             return
         at, end = 0, len(data)
         try:
             while at < end:
-                if phase is Reading.HEAD:
+                if phase is R_HEAD:
                     at = self._read_head(data, at)
-                elif phase is Reading.BODY:
+                elif phase is R_BODY:
                     at = self._read_body(data, at)
-                elif phase is Reading.HELD:
+                elif phase is R_HELD:
                     self._held.append(data[at:])
                     break
                 else:
@@ -273,19 +292,19 @@ class ClientConnection(asyncio.Protocol):
             self._message = None
             message.release()
             request.body_complete()
-            self.phase = Reading.HELD
+            self.phase = R_HELD
             self.flow.pause_reading(WAITING)
             return
         if head.chunked:
-            message.frame(Body.CHUNKED)
+            message.frame(B_CHUNKED)
         else:
-            message.frame(Body.LENGTH, head.length or 0)
-        if message.phase is Phase.DONE:
+            message.frame(B_LENGTH, head.length or 0)
+        if message.phase is P_DONE:
             self._message_done(request, head.keep_alive)
         else:
             self._reading = request
             self._last_read = self.route.loop.time()
-            self.phase = Reading.BODY
+            self.phase = R_BODY
 
     def _read_body(self, data: bytes, at: int) -> int:
         message, request = self._message, self._reading
@@ -295,7 +314,7 @@ class ClientConnection(asyncio.Protocol):
         stop = message.read_body(data, at, pieces)
         self._last_read = self.route.loop.time()
         request.body(data if not at and stop == len(data) else data[at:stop], pieces)
-        if message.phase is Phase.DONE:
+        if message.phase is P_DONE:
             self._reading = None
             self._message_done(request, request.keep_alive)
         return stop
@@ -307,8 +326,8 @@ class ClientConnection(asyncio.Protocol):
         request.body_complete()
         # A request the connection ends with: what the client sends after it is not read
         # (RFC 9112 §9.6).
-        if self.phase is not Reading.DRAINING:
-            self.phase = Reading.HEAD if keep_alive else Reading.DRAINING
+        if self.phase is not R_DRAINING:
+            self.phase = R_HEAD if keep_alive else R_DRAINING
 
     # --- Moving requests along.
 
@@ -319,7 +338,7 @@ class ClientConnection(asyncio.Protocol):
             if first.started and not first.finished:
                 first.flush_request()
         self._advance()
-        if len(requests) > 1 or (self.phase is Reading.HELD and requests):
+        if len(requests) > 1 or (self.phase is R_HELD and requests):
             # A request waits its turn: read no further until it comes.
             self.flow.pause_reading(WAITING)
 
@@ -362,10 +381,10 @@ class ClientConnection(asyncio.Protocol):
             if not requests[0].started:
                 self.route.loop.call_soon(self._advance_later)
             return
-        if self.phase is Reading.HELD:
+        if self.phase is R_HELD:
             self._resume_held()
             return
-        if self.phase is Reading.HEAD and not (self._message and self._message.head_size):
+        if self.phase is R_HEAD and not (self._message and self._message.head_size):
             self._idle()
 
     def _idle(self) -> None:
@@ -415,7 +434,7 @@ class ClientConnection(asyncio.Protocol):
         `reset`: an answer the client can only tell complete by the close (HTTP/1.0,
         no length) gets a reset, not a FIN."""
         self.closed = True
-        self.phase = Reading.DRAINING
+        self.phase = R_DRAINING
         if reset:
             reset_connection(self.transport)
             return
@@ -430,15 +449,15 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         transport = self.transport
         mid_message = self._message is not None and self._message.head_size
-        if (linger or mid_message or self._held or self.phase is Reading.DRAINING) and (
+        if (linger or mid_message or self._held or self.phase is R_DRAINING) and (
             transport.can_write_eof()
         ):
-            self.phase = Reading.DRAINING
+            self.phase = R_DRAINING
             self._held.clear()
             transport.write_eof()
             self.flow.resume_all()
         else:
-            self.phase = Reading.DRAINING
+            self.phase = R_DRAINING
             transport.close()
         self._closing_deadline()
 
@@ -452,7 +471,7 @@ class ClientConnection(asyncio.Protocol):
     def become(self, tunnel: Tunnel) -> None:
         """The upstream switched protocols: from now on this connection is a tunnel."""
         self.tunnel = tunnel
-        self.phase = Reading.TUNNEL
+        self.phase = R_TUNNEL
         self.requests.clear()
         self.route.deadlines.unwatch(self)
         held, self._held = self._held, []
@@ -463,7 +482,7 @@ class ClientConnection(asyncio.Protocol):
     def _resume_held(self) -> None:
         """An upgrade the upstream did not take: HTTP/1.1 goes on with what followed."""
         held, self._held = self._held, []
-        self.phase = Reading.HEAD
+        self.phase = R_HEAD
         self.flow.resume_reading(WAITING)
         self._idle()
         for data in held:
@@ -495,7 +514,7 @@ class ClientConnection(asyncio.Protocol):
         self.flow.pause_reading(WAITING)
         reading, self._reading = self._reading, None
         self._message = None
-        self.phase = Reading.DRAINING
+        self.phase = R_DRAINING
         requests = self.requests
         if reading is not None and not reading.finished and reading in requests:
             if reading.started:
@@ -540,7 +559,7 @@ class ClientConnection(asyncio.Protocol):
         """No room for another client (limits.max_connections, every connection busy): a
         JSON 503 it can act on, then the connection ends."""
         self.closed = True
-        self.phase = Reading.DRAINING
+        self.phase = R_DRAINING
         self.transport.write(
             error_response(
                 503,
@@ -557,7 +576,7 @@ class ClientConnection(asyncio.Protocol):
     # --- Time (the route's deadline timer asks).
 
     def deadline(self) -> float | None:
-        if self.phase is Reading.BODY and not self.flow.reading_paused:
+        if self.phase is R_BODY and not self.flow.reading_paused:
             return self._last_read + self.route.limits.body_timeout
         return self._expires
 
@@ -566,7 +585,7 @@ class ClientConnection(asyncio.Protocol):
             self.route.deadlines.unwatch(self)
             self.transport.abort()
             return
-        if self.phase is Reading.BODY:
+        if self.phase is R_BODY:
             self._body_stalled()
             return
         kept_alive = self.idle_since is not None and self._expires != (
@@ -585,7 +604,7 @@ class ClientConnection(asyncio.Protocol):
         """The client stopped sending the body it announced."""
         reading, self._reading = self._reading, None
         self._message = None
-        self.phase = Reading.DRAINING
+        self.phase = R_DRAINING
         timeout = self.route.limits.body_timeout
         message = f"the request body stalled: no byte for {timeout:g} s (limits.body_timeout)"
         if reading is not None and not reading.finished:

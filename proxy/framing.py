@@ -83,6 +83,21 @@ class Body(enum.Enum):
     UNTIL_CLOSE = "until close"
 
 
+# Enum members read through their class pay for a metaclass hook at every use; the hot
+# path reads them from these module constants.
+P_HEAD, P_BODY, P_TRAILERS, P_DONE = (
+    Phase.HEAD,
+    Phase.BODY,
+    Phase.TRAILERS,
+    Phase.DONE,
+)
+B_NONE, B_LENGTH, B_CHUNKED, B_UNTIL_CLOSE = (
+    Body.NONE,
+    Body.LENGTH,
+    Body.CHUNKED,
+    Body.UNTIL_CLOSE,
+)
+
 # The chunked framing's states.
 _SIZE = 0
 _DATA = 1
@@ -118,7 +133,7 @@ class Message:
 
     def __init__(self, *, request: bool, head_limit: int, line_limit: int) -> None:
         self._parser: Any = HttpRequestParser(self) if request else HttpResponseParser(self)
-        self.phase = Phase.HEAD
+        self.phase = P_HEAD
         self.head_limit = head_limit
         self._line_limit = line_limit
         self._max_fields = MAX_REQUEST_FIELDS if request else MAX_RESPONSE_FIELDS
@@ -135,7 +150,7 @@ class Message:
         self.keep_alive = False
         self.upgrade = False
         self._completed = False
-        self.body = Body.NONE
+        self.body = B_NONE
         # LENGTH: bytes left. CHUNKED: the framing's state, a chunk's bytes left, and the
         # line being read (a size line, or the start of a trailer line).
         self.left = 0
@@ -168,6 +183,9 @@ class Message:
         goes on in the next read. Empty lines before it are skipped (RFC 9112 §2.2)."""
         end = len(data)
         if not self.head_size:
+            whole = self._whole_head(data, at)
+            if whole >= 0:
+                return whole
             while at < end and data[at] in b"\r\n":
                 at += 1
             if at == end:
@@ -176,26 +194,50 @@ class Message:
             at = self._read_method(data, at, end)
             if at < 0:
                 return -1
-        stop = -1
         tail = self._tail
-        if tail:
-            found = (tail + data[at : at + 3]).find(_BLANK_LINE)
-            if found >= 0:
-                stop = at + found + 4 - len(tail)
-        if stop < 0:
-            found = data.find(_BLANK_LINE, at)
-            stop = found + 4 if found >= 0 else -1
+        stop = self._blank_line(data, at, tail)
         upto = end if stop < 0 else stop
         self.head_size += upto - at
         if self.head_size > self.head_limit:
             raise HeadTooLargeError("head is larger than the limits allow")
         self._feed(data, at, upto)
         if stop < 0:
-            if self.phase is not Phase.HEAD:
+            if self.phase is not P_HEAD:
                 raise FramingError("the head ended before its blank line")
             self._tail = (tail + data[at:end])[-3:]
             return -1
-        if self.phase is Phase.HEAD:
+        if self.phase is P_HEAD:
+            raise FramingError("the head did not end at its blank line")
+        return stop
+
+    @staticmethod
+    def _blank_line(data: bytes, at: int, tail: bytes) -> int:
+        """Where the head's blank line ends in `data`, perhaps begun in `tail` (the last
+        bytes of the reads before); -1 if not in this read."""
+        if tail:
+            found = (tail + data[at : at + 3]).find(_BLANK_LINE)
+            if found >= 0:
+                return at + found + 4 - len(tail)
+        found = data.find(_BLANK_LINE, at)
+        return found + 4 if found >= 0 else -1
+
+    def _whole_head(self, data: bytes, at: int) -> int:
+        """The common case in one step: a whole head in this read, starting at `at`, with
+        a method llhttp knows (for a request). -1: read it the general way."""
+        found = data.find(_BLANK_LINE, at)
+        if found < 0 or found + 4 - at > self.head_limit or data[at : at + 1] in b"\r\n":
+            return -1
+        stop = found + 4
+        if self._method is not None:
+            space = data.find(b" ", at, at + 16)
+            method = data[at:space] if space > at else b""
+            if method not in _LLHTTP_METHODS:
+                return -1
+            self._method = None
+            self.method = method
+        self.head_size = stop - at
+        self._feed_bytes(data if not at and stop == len(data) else memoryview(data)[at:stop])
+        if self.phase is P_HEAD:
             raise FramingError("the head did not end at its blank line")
         return stop
 
@@ -236,8 +278,8 @@ class Message:
         """How this message's body is delimited, decided by whoever read its head."""
         self.body = body
         self.left = length
-        done = body is Body.NONE or (body is Body.LENGTH and not length)
-        self.phase = Phase.DONE if done else Phase.BODY
+        done = body is B_NONE or (body is B_LENGTH and not length)
+        self.phase = P_DONE if done else P_BODY
 
     # --- The body.
 
@@ -246,19 +288,19 @@ class Message:
         before the read does). The body's content, un-chunked, is added to `pieces`."""
         end = len(data)
         body = self.body
-        if body is Body.LENGTH:
+        if body is B_LENGTH:
             take = min(self.left, end - at)
             pieces.append(data if take == end else data[at : at + take])
             self.left -= take
             if not self.left:
-                self.phase = Phase.DONE
+                self.phase = P_DONE
             return at + take
-        if body is Body.UNTIL_CLOSE:
+        if body is B_UNTIL_CLOSE:
             pieces.append(data if not at else data[at:])
             return end
         stop = self._chunked(data, at, end, pieces)
         self._feed(data, at, stop)
-        if (self.phase is Phase.DONE) != self._completed:
+        if (self.phase is P_DONE) != self._completed:
             raise FramingError("the chunked body does not end where its framing says")
         return stop
 
@@ -286,7 +328,7 @@ class Message:
                 at = self._size_line(data, at, end)
             else:
                 at = self._trailer_line(data, at, end)
-                if self.phase is Phase.DONE:
+                if self.phase is P_DONE:
                     break
         return at
 
@@ -309,7 +351,7 @@ class Message:
             self._chunk = _DATA
         else:
             self._chunk = _TRAILERS
-            self.phase = Phase.TRAILERS
+            self.phase = P_TRAILERS
         return stop
 
     def _trailer_line(self, data: bytes, at: int, end: int) -> int:
@@ -329,7 +371,7 @@ class Message:
         empty = bytes(line) in (b"\r\n", b"\n")
         line.clear()
         if empty:
-            self.phase = Phase.DONE
+            self.phase = P_DONE
         return stop
 
     # --- llhttp.
@@ -344,7 +386,7 @@ class Message:
         except HttpParserUpgrade:
             # llhttp stops at the end of an upgrade's (or a CONNECT's) head; what follows
             # is for whoever answers it to read.
-            if self.phase is Phase.HEAD:
+            if self.phase is P_HEAD:
                 raise FramingError("llhttp stopped inside the head") from None
         except HttpParserCallbackError as exc:
             cause = exc.__context__
@@ -355,14 +397,14 @@ class Message:
             raise FramingError("invalid method") from None
         except HttpParserError as exc:
             reason = str(exc).split("\n", 1)[0].strip().rstrip(":")
-            if reason == _PAUSED_UPGRADE and self.phase is not Phase.HEAD:
+            if reason == _PAUSED_UPGRADE and self.phase is not P_HEAD:
                 return  # the same stop, where httptools saw no upgrade of its own
             raise FramingError(reason or type(exc).__name__) from None
 
     # llhttp's callbacks: they record, by phase.
 
     def on_message_begin(self) -> None:
-        if self.phase is not Phase.HEAD or self.url or self.headers:
+        if self.phase is not P_HEAD or self.url or self.headers:
             raise FramingError("a second message where one was expected")
 
     def on_url(self, url: bytes) -> None:
@@ -375,11 +417,11 @@ class Message:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # A trailer field travels as a trailer, inside the body's bytes: not recorded.
-        if self.phase is Phase.HEAD:
+        if self.phase is P_HEAD:
             self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.phase is not Phase.HEAD:
+        if self.phase is not P_HEAD:
             return
         headers, limit = self.headers, self._line_limit
         if len(headers) > self._max_fields:
@@ -387,7 +429,7 @@ class Message:
         # (A head no longer than the limit in all has no line over it to look for.)
         if self.head_size > limit and any(len(n) + len(v) > limit for n, v in headers):
             raise LineTooLongError("a header line is longer than the limits allow")
-        self.phase = Phase.BODY  # until whoever reads the head frames the body
+        self.phase = P_BODY  # until whoever reads the head frames the body
         # Read now: llhttp forgets them once the message is complete.
         parser = self._parser
         self.keep_alive = bool(parser.should_keep_alive())

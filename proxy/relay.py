@@ -14,8 +14,8 @@ from proxy.exchange import Bodies, Exchange, WebSocketStats
 from proxy.failures import Failure, error_response
 from proxy.forward import Head, outgoing, refusal, request_id
 from proxy.framing import FramingError
-from proxy.request_writer import RequestWriter, Sending
-from proxy.response_reader import Answer, BadResponseError, ResponseReader
+from proxy.request_writer import S_SENT, RequestWriter
+from proxy.response_reader import A_DONE, A_UPGRADED, BadResponseError, ResponseReader
 
 if TYPE_CHECKING:
     from proxy.connector import ConnectError
@@ -183,9 +183,9 @@ class Relay:
             return
         if reader.closes:
             self.keep_alive = False
-        if reader.phase is Answer.DONE:
+        if reader.phase is A_DONE:
             self._complete()
-        elif reader.phase is Answer.UPGRADED:
+        elif reader.phase is A_UPGRADED:
             self._upgraded(reader, data[switched:])
 
     def upstream_lost(self, exc: BaseException | None) -> None:
@@ -218,7 +218,7 @@ class Relay:
         reusable = (
             reader.reusable
             and not reader.junk
-            and self.writer.phase is Sending.SENT
+            and self.writer.phase is S_SENT
             and self.upstream is not None
             and not self.upstream.eof
         )
@@ -375,7 +375,7 @@ class Relay:
         upstream.user = None
         if reusable:
             self.route.pool.release(upstream)
-        elif self.writer.phase is Sending.SENT and self.reader and self.reader.phase is Answer.DONE:
+        elif self.writer.phase is S_SENT and self.reader and self.reader.phase is A_DONE:
             upstream.close()
         else:
             # The upstream may not be reading (an early answer): nothing waits for it.

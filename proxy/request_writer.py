@@ -25,6 +25,15 @@ class Sending(enum.Enum):
     SENT = "sent"
 
 
+# Enum members read through their class pay for a metaclass hook at every use; the hot
+# path reads them from these module constants.
+S_WAITING, S_BODY, S_SENT = (
+    Sending.WAITING,
+    Sending.BODY,
+    Sending.SENT,
+)
+
+
 class Sink(Protocol):
     def write(self, data: bytes) -> None: ...
 
@@ -45,7 +54,7 @@ class RequestWriter:
     )
 
     def __init__(self, limit: int, record: Body | None = None) -> None:
-        self.phase = Sending.WAITING
+        self.phase = S_WAITING
         # The body's content bytes so far, at most `limit`; a copy of them in `record`.
         self.size = 0
         self._limit = limit
@@ -73,7 +82,7 @@ class RequestWriter:
             return False
         self._pending.append(raw)
         self._keep(raw)
-        if self.phase is Sending.WAITING:
+        if self.phase is S_WAITING:
             self.held += len(raw)
         if self._record is not None:
             for piece in pieces:
@@ -99,11 +108,11 @@ class RequestWriter:
                 sink.writelines(pending)
             self._pending = []
         self.held = 0
-        if self.complete and self.phase is not Sending.SENT:
-            self.phase = Sending.SENT
+        if self.complete and self.phase is not S_SENT:
+            self.phase = S_SENT
             return True
-        if self.phase is Sending.WAITING:
-            self.phase = Sending.BODY
+        if self.phase is S_WAITING:
+            self.phase = S_BODY
         return False
 
     @property
@@ -116,7 +125,7 @@ class RequestWriter:
         assert self._kept is not None
         # Every piece, sent or pending, is in the copy.
         self._pending = list(self._kept)
-        self.phase = Sending.WAITING
+        self.phase = S_WAITING
 
     def _keep(self, piece: bytes, *, first: bool = False) -> None:
         kept = self._kept

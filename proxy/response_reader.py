@@ -22,7 +22,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from proxy.forward import Head
-from proxy.framing import Body, FramingError, Message, Phase
+from proxy.framing import (
+    B_CHUNKED,
+    B_LENGTH,
+    B_NONE,
+    B_UNTIL_CLOSE,
+    P_DONE,
+    Body,
+    FramingError,
+    Message,
+)
 from proxy.headers import UPGRADE, RawPairs, first_invalid_utf8, hop_by_hop, tokens
 from proxy.watch import BodyWatch
 
@@ -57,6 +66,24 @@ class Delivery(enum.Enum):
     UNCHUNKED = "unchunked"  # chunks to an HTTP/1.0 client: their content, then the close
     CHUNKED = "chunked"  # a body the upstream ends by closing, to an HTTP/1.1 client
     UNTIL_CLOSE = "until close"  # the same, to an HTTP/1.0 client
+
+
+# Enum members read through their class pay for a metaclass hook at every use; the hot
+# path reads them from these module constants.
+A_HEAD, A_INTERIM, A_BODY, A_DONE, A_UPGRADED = (
+    Answer.HEAD,
+    Answer.INTERIM,
+    Answer.BODY,
+    Answer.DONE,
+    Answer.UPGRADED,
+)
+D_NONE, D_AS_SENT, D_UNCHUNKED, D_CHUNKED, D_UNTIL_CLOSE = (
+    Delivery.NONE,
+    Delivery.AS_SENT,
+    Delivery.UNCHUNKED,
+    Delivery.CHUNKED,
+    Delivery.UNTIL_CLOSE,
+)
 
 
 class BadResponseError(Exception):
@@ -109,7 +136,7 @@ class ResponseReader:
         self._keep_streams = route.record_streams
         self._watch: BodyWatch | None = None
         self._closing = closing
-        self.phase = Answer.HEAD
+        self.phase = A_HEAD
         limits = route.limits
         self._message = Message(
             request=False, head_limit=limits.max_head_size, line_limit=limits.max_header_size
@@ -117,7 +144,7 @@ class ResponseReader:
         self.status = 0
         self.reason = b""
         self.headers: RawPairs = []
-        self.delivery = Delivery.NONE
+        self.delivery = D_NONE
         # The client connection ends with this answer (its head said so).
         self.closes = False
         self.event_stream = False
@@ -133,18 +160,18 @@ class ResponseReader:
     @property
     def answered(self) -> bool:
         """The final answer's head is through."""
-        return self.phase in (Answer.BODY, Answer.DONE)
+        return self.phase in (A_BODY, A_DONE)
 
     @property
     def close_delimited(self) -> bool:
         """The client can tell the body's end only by the connection's: a cut must be a
         reset, never a FIN."""
-        return self.delivery in (Delivery.UNTIL_CLOSE, Delivery.UNCHUNKED)
+        return self.delivery in (D_UNTIL_CLOSE, D_UNCHUNKED)
 
     @property
     def started(self) -> bool:
         """Something of an answer reached the client (an interim answer counts)."""
-        return self.phase is not Answer.HEAD
+        return self.phase is not A_HEAD
 
     def read(self, data: bytes) -> int:
         """Read what the upstream sent and give the client its bytes, in one write; the
@@ -153,7 +180,7 @@ class ResponseReader:
         cannot be relayed (an interim answer before a final one that cannot is dropped:
         the client gets the proxy's error instead)."""
         phase = self.phase
-        answered = phase is Answer.BODY or phase is Answer.DONE
+        answered = phase is A_BODY or phase is A_DONE
         out: list[bytes] = []
         pieces: list[bytes] = []
         try:
@@ -168,8 +195,8 @@ class ResponseReader:
         self, answered: bool, out: list[bytes], pieces: list[bytes], *, failed: bool
     ) -> None:
         phase = self.phase
-        now_answered = phase is Answer.BODY or phase is Answer.DONE
-        if not answered and (now_answered or phase is Answer.UPGRADED):
+        now_answered = phase is A_BODY or phase is A_DONE
+        if not answered and (now_answered or phase is A_UPGRADED):
             exchange = self._exchange
             exchange.headers_ms = exchange.elapsed_ms()
             exchange.respond(self.status, self.reason.decode("latin-1"), self.headers)
@@ -200,15 +227,15 @@ class ResponseReader:
         at, end = 0, len(data)
         while at < end:
             phase = self.phase
-            if phase is Answer.HEAD or phase is Answer.INTERIM:
+            if phase is A_HEAD or phase is A_INTERIM:
                 stop = self._message.read_head(data, at)
                 if stop < 0:
                     return -1
                 at = stop
                 self._head(out)
-                if self.phase is Answer.UPGRADED:
+                if self.phase is A_UPGRADED:
                     return at
-            elif phase is Answer.BODY:
+            elif phase is A_BODY:
                 at = self._body(data, at, out, pieces)
             else:
                 self.junk = True  # whatever follows a complete answer
@@ -218,10 +245,10 @@ class ResponseReader:
     def upstream_closed(self) -> bool:
         """The upstream closed: whether that ends the body as it should (a body delimited
         by the close), rather than cutting it."""
-        if self.phase is Answer.BODY and self._message.body is Body.UNTIL_CLOSE:
-            if self.delivery is Delivery.CHUNKED:
+        if self.phase is A_BODY and self._message.body is B_UNTIL_CLOSE:
+            if self.delivery is D_CHUNKED:
                 self._client.write(b"0\r\n\r\n")
-            self.phase = Answer.DONE
+            self.phase = A_DONE
             return True
         return False
 
@@ -235,7 +262,7 @@ class ResponseReader:
         if 100 <= status < 200 and status != 101:
             # 103 Early Hints and the like are relayed; 100 was this hop's to send (it
             # answered Expect itself); an HTTP/1.0 client gets none (RFC 9110 §15.2).
-            self.phase = Answer.INTERIM
+            self.phase = A_INTERIM
             self._message = message.next()
             message.release()
             if status != 100 and self.request.version == "1.1":
@@ -246,19 +273,19 @@ class ResponseReader:
         self._check(status, headers)
         self.status, self.reason, self.headers = status, reason, headers
         if status == 101:
-            self.phase = Answer.UPGRADED
+            self.phase = A_UPGRADED
             return
         body, length = self._framing(status)
         message.frame(body, length)
         client = self.request.version
-        if body is Body.UNTIL_CLOSE:
-            self.delivery = Delivery.UNTIL_CLOSE if client == "1.0" else Delivery.CHUNKED
-        elif body is Body.CHUNKED and client == "1.0":
-            self.delivery = Delivery.UNCHUNKED
-        elif body is not Body.NONE:
-            self.delivery = Delivery.AS_SENT
-        chunked = body is Body.CHUNKED or self.delivery is Delivery.CHUNKED
-        close = self._closing() or self.delivery in (Delivery.UNTIL_CLOSE, Delivery.UNCHUNKED)
+        if body is B_UNTIL_CLOSE:
+            self.delivery = D_UNTIL_CLOSE if client == "1.0" else D_CHUNKED
+        elif body is B_CHUNKED and client == "1.0":
+            self.delivery = D_UNCHUNKED
+        elif body is not B_NONE:
+            self.delivery = D_AS_SENT
+        chunked = body is B_CHUNKED or self.delivery is D_CHUNKED
+        close = self._closing() or self.delivery in (D_UNTIL_CLOSE, D_UNCHUNKED)
         self.closes = close
         out.append(
             _client_head(
@@ -271,10 +298,10 @@ class ResponseReader:
                 close=close,
             )
         )
-        if message.phase is Phase.DONE:
+        if message.phase is P_DONE:
             self._done()
         else:
-            self.phase = Answer.BODY
+            self.phase = A_BODY
 
     def _drop(self, headers: RawPairs) -> frozenset[bytes]:
         """The names that stay at this hop, for an interim answer."""
@@ -327,12 +354,12 @@ class ResponseReader:
     def _framing(self, status: int) -> tuple[Body, int]:
         """RFC 9112 §6.3, in its order."""
         if self.request.method == b"HEAD" or status in (204, 304):
-            return Body.NONE, 0
+            return B_NONE, 0
         if self._codings is not None:
-            return Body.CHUNKED, 0
+            return B_CHUNKED, 0
         if self._length is not None:
-            return Body.LENGTH, int(self._length)
-        return Body.UNTIL_CLOSE, 0
+            return B_LENGTH, int(self._length)
+        return B_UNTIL_CLOSE, 0
 
     # --- The body.
 
@@ -341,23 +368,23 @@ class ResponseReader:
         first = len(pieces)
         stop = message.read_body(data, at, pieces)
         delivery = self.delivery
-        if delivery is Delivery.AS_SENT or delivery is Delivery.UNTIL_CLOSE:
+        if delivery is D_AS_SENT or delivery is D_UNTIL_CLOSE:
             out.append(data if not at and stop == len(data) else data[at:stop])
-        elif delivery is Delivery.UNCHUNKED:
+        elif delivery is D_UNCHUNKED:
             out += pieces[first:]
         else:
             content = pieces[first:]
             size = sum(map(len, content))
             if size:
                 out += (b"%x\r\n" % size, *content, b"\r\n")
-        if message.phase is Phase.DONE:
+        if message.phase is P_DONE:
             self._done()
         return stop
 
     def _done(self) -> None:
-        self.phase = Answer.DONE
+        self.phase = A_DONE
         message = self._message
-        self.reusable = message.body is not Body.UNTIL_CLOSE and message.keep_alive
+        self.reusable = message.body is not B_UNTIL_CLOSE and message.keep_alive
         message.release()
 
 
