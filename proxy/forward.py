@@ -65,12 +65,9 @@ class Head:
     keep_alive: bool
     # llhttp's judgement: Connection lists `upgrade` and an Upgrade header is present.
     upgrade: bool
-    # The target was in absolute-form (its authority is never used).
-    absolute: bool = False
     # An upgrade to WebSocket (a GET asking for it).
     websocket: bool = False
-    # Each header's name, lower-cased, in order (read once, for every later look).
-    names: list[bytes] = field(default_factory=list)
+
     hosts: list[bytes] = field(default_factory=list)
     length: int | None = None
     codings: list[bytes] = field(default_factory=list)
@@ -94,14 +91,11 @@ class Head:
     ) -> Head:
         head = cls(method, target, version, headers, keep_alive, upgrade)
         if target[:1] != b"/":
-            head.target, head.absolute = _origin_form(target)
+            head.target = _origin_form(target)
         listed: frozenset[bytes] = frozenset()
         notable = _NOTABLE
-        names = head.names
         for name, value in headers:
-            lowered = name.lower()
-            names.append(lowered)
-            kind = notable.get(lowered)
+            kind = notable.get(name.lower())
             if kind is None:
                 continue
             if kind == _CONNECTION:
@@ -188,14 +182,14 @@ def refusal(head: Head) -> tuple[Failure, str] | None:
     return found
 
 
-def _origin_form(target: bytes) -> tuple[bytes, bool]:
+def _origin_form(target: bytes) -> bytes:
     """An absolute-form target's path and query (its authority is never used); any other
     target as it is."""
     absolute = _ABSOLUTE.match(target)
     if absolute is None:
-        return target, False
+        return target
     rest = target[absolute.end() :]
-    return (rest if rest.startswith(b"/") else b"/" + rest), True
+    return rest if rest.startswith(b"/") else b"/" + rest
 
 
 def _valid_handshake(head: Head) -> bool:
@@ -223,7 +217,8 @@ def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:
     drop = _dropped(head)
     parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
     host_at = -1
-    for lowered, (name, value) in zip(head.names, head.headers, strict=True):
+    for name, value in head.headers:
+        lowered = name.lower()
         if lowered == b"host":
             if host_at < 0:
                 host_at = len(parts)
@@ -236,28 +231,17 @@ def upstream_head(head: Head, target: bytes, *, host: bytes) -> bytes:
     return b"".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """The request as it goes up: its target in words, the rule that made it, its head."""
-
-    target: str
-    rule: str | None
-    head: bytes
-
-
-def outgoing(head: Head, rules: tuple[Rule, ...], *, host: bytes) -> Outgoing:
-    """The rule table applied to the target (raw, never decoded), and the head built."""
+def outgoing(head: Head, rules: tuple[Rule, ...], *, host: bytes) -> tuple[str, str | None, bytes]:
+    """The rule table applied to the target (raw, never decoded), and the head built: the
+    target as it goes up, in words; the rule that made it; the head."""
     rewritten = rewrite(rules, head.target.decode("latin-1"))
     target = (
         head.target
         if rewritten.rule is None
         else rewritten.target.encode("latin-1", "surrogateescape")
     )
-    return Outgoing(
-        rewritten.target,
-        rewritten.rule.name if rewritten.rule else None,
-        upstream_head(head, target, host=host),
-    )
+    rule = rewritten.rule.name if rewritten.rule else None
+    return rewritten.target, rule, upstream_head(head, target, host=host)
 
 
 def forwarded_pairs(head: Head, *, host: bytes) -> RawPairs:

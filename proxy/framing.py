@@ -151,12 +151,10 @@ class Message:
         self.upgrade = False
         self._completed = False
         self.body = B_NONE
-        # LENGTH: bytes left. CHUNKED: the framing's state, a chunk's bytes left, and the
-        # line being read (a size line, or the start of a trailer line).
+        # LENGTH: bytes left. CHUNKED: a chunk's bytes left, and (set when it is framed so)
+        # the framing's state and the line being read (a size line, or a trailer line's
+        # start).
         self.left = 0
-        self._chunk = _SIZE
-        self._line = bytearray()
-        self.trailer_size = 0
 
     @property
     def parser(self) -> Any:
@@ -278,6 +276,10 @@ class Message:
         """How this message's body is delimited, decided by whoever read its head."""
         self.body = body
         self.left = length
+        if body is B_CHUNKED:
+            self._chunk = _SIZE
+            self._line = bytearray()
+            self.trailer_size = 0
         done = body is B_NONE or (body is B_LENGTH and not length)
         self.phase = P_DONE if done else P_BODY
 

@@ -96,12 +96,13 @@ class Relay:
         if refused is not None:
             self.fail(*refused)
             return
-        going = outgoing(head, route.rules, host=route.origin.authority)
-        exchange.upstream_target, exchange.rule = going.target, going.rule
+        exchange.upstream_target, exchange.rule, up = outgoing(
+            head, route.rules, host=route.origin.authority
+        )
         if self._over or (head.length or 0) > route.limits.max_body_size:
             self._too_large()
             return
-        self.writer.begin(going.head)
+        self.writer.begin(up)
         if head.continue_expected:
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # Whether the pool answers at once (an idle connection) or later: attach tells.

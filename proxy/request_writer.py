@@ -42,11 +42,11 @@ class Sink(Protocol):
 
 class RequestWriter:
     __slots__ = (
-        "_kept",
-        "_kept_size",
         "_limit",
         "_pending",
         "_record",
+        "_sent",
+        "_sent_size",
         "complete",
         "held",
         "phase",
@@ -59,34 +59,35 @@ class RequestWriter:
         self.size = 0
         self._limit = limit
         self._record = record
+        # What is yet to be written, and its size.
         self._pending: list[bytes] = []
-        # Bytes held while no connection is ready.
         self.held = 0
-        self._kept: list[bytes] | None = []
-        self._kept_size = 0
+        # What was written, while it is small: to send again (None: too much to keep).
+        self._sent: list[bytes] | None = []
+        self._sent_size = 0
         # The client has sent the whole body.
         self.complete = False
 
     def begin(self, head: bytes) -> None:
         """The head goes first, before whatever of the body came while it waited its turn."""
         self._pending.insert(0, head)
-        self._keep(head, first=True)
         self.held += len(head)
 
     def add(self, raw: bytes, pieces: list[bytes]) -> bool:
         """Body bytes as the client framed them, and their content; False (and nothing
         more ever sent) once the content passes the limit."""
-        self.size += sum(map(len, pieces))
-        if self.size > self._limit:
+        size = self.size = self.size + (
+            len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))
+        )
+        if size > self._limit:
             self.drop()
             return False
         self._pending.append(raw)
-        self._keep(raw)
-        if self.phase is S_WAITING:
-            self.held += len(raw)
-        if self._record is not None:
+        self.held += len(raw)
+        record = self._record
+        if record is not None:
             for piece in pieces:
-                self._record.add(piece)
+                record.add(piece)
         return True
 
     def finish(self) -> None:
@@ -94,8 +95,8 @@ class RequestWriter:
 
     def drop(self) -> None:
         """Nothing more goes up (the request was refused, or is too large)."""
-        self._pending.clear()
-        self._kept = None
+        self._pending = []
+        self._sent = None
 
     def send(self, sink: Sink) -> bool:
         """Write what is pending; True when that sent the last of the request."""
@@ -106,35 +107,33 @@ class RequestWriter:
             else:
                 # One write of several buffers (the loop gathers them into one send).
                 sink.writelines(pending)
+            sent = self._sent
+            if sent is not None:
+                self._sent_size += self.held
+                if self._sent_size <= KEEP_LIMIT:
+                    sent += pending
+                else:
+                    self._sent = None
             self._pending = []
-        self.held = 0
-        if self.complete and self.phase is not S_SENT:
+            self.held = 0
+        phase = self.phase
+        if self.complete and phase is not S_SENT:
             self.phase = S_SENT
             return True
-        if self.phase is S_WAITING:
+        if phase is S_WAITING:
             self.phase = S_BODY
         return False
 
     @property
     def replayable(self) -> bool:
         """Everything sent so far is kept: it can all be sent again."""
-        return self._kept is not None
+        return self._sent is not None
 
     def rewind(self) -> None:
         """Send it all again, on a fresh connection."""
-        assert self._kept is not None
-        # Every piece, sent or pending, is in the copy.
-        self._pending = list(self._kept)
+        assert self._sent is not None
+        self._pending = [*self._sent, *self._pending]
+        self.held = self._sent_size + self.held
+        self._sent = []
+        self._sent_size = 0
         self.phase = S_WAITING
-
-    def _keep(self, piece: bytes, *, first: bool = False) -> None:
-        kept = self._kept
-        if kept is None:
-            return
-        self._kept_size += len(piece)
-        if self._kept_size > KEEP_LIMIT:
-            self._kept = None
-        elif first:
-            kept.insert(0, piece)
-        else:
-            kept.append(piece)

@@ -278,14 +278,16 @@ class ResponseReader:
         body, length = self._framing(status)
         message.frame(body, length)
         client = self.request.version
-        if body is B_UNTIL_CLOSE:
-            self.delivery = D_UNTIL_CLOSE if client == "1.0" else D_CHUNKED
-        elif body is B_CHUNKED and client == "1.0":
-            self.delivery = D_UNCHUNKED
-        elif body is not B_NONE:
+        close = self._closing()
+        if body is B_LENGTH or (body is B_CHUNKED and client == "1.1"):
             self.delivery = D_AS_SENT
+        elif body is B_UNTIL_CLOSE:
+            self.delivery = D_UNTIL_CLOSE if client == "1.0" else D_CHUNKED
+            close = close or client == "1.0"
+        elif body is B_CHUNKED:
+            self.delivery = D_UNCHUNKED
+            close = True
         chunked = body is B_CHUNKED or self.delivery is D_CHUNKED
-        close = self._closing() or self.delivery in (D_UNTIL_CLOSE, D_UNCHUNKED)
         self.closes = close
         out.append(
             _client_head(
@@ -368,7 +370,9 @@ class ResponseReader:
         first = len(pieces)
         stop = message.read_body(data, at, pieces)
         delivery = self.delivery
-        if delivery is D_AS_SENT or delivery is D_UNTIL_CLOSE:
+        if message.body is B_LENGTH:
+            out.append(pieces[-1])  # the same bytes, as they came
+        elif delivery is D_AS_SENT or delivery is D_UNTIL_CLOSE:
             out.append(data if not at and stop == len(data) else data[at:stop])
         elif delivery is D_UNCHUNKED:
             out += pieces[first:]
