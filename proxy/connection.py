@@ -121,6 +121,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_expires",
         "_held",
+        "_kept_alive",
         "_last_read",
         "_message",
         "_reading",
@@ -161,6 +162,7 @@ class ClientConnection(asyncio.Protocol):
         # Timing (see deadline): when the connection went idle (None: busy), when the last
         # body byte came, and the deadline of whatever else is timed (a head, closing).
         self.idle_since: float | None = None
+        self._kept_alive = False
         self._last_read = 0.0
         self._expires: float | None = None
 
@@ -179,8 +181,9 @@ class ClientConnection(asyncio.Protocol):
         # A request is coming: the upstream connection opens while its head arrives.
         route.pool.ahead_of_request()
         # Idle (room may be made by closing it) until its first request begins, which
-        # must be within limits.header_timeout.
+        # must be within limits.header_timeout; kept alive once it has been answered.
         self.idle_since = now = route.loop.time()
+        self._kept_alive = False
         self._expires = now + route.limits.header_timeout
         route.deadlines.watch(self)
 
@@ -258,6 +261,7 @@ class ClientConnection(asyncio.Protocol):
             if message.head_size and self.idle_since is not None:
                 # A head has begun: it must be complete within limits.header_timeout.
                 self.idle_since = None
+                self._kept_alive = False
                 self._expires = self.route.loop.time() + self.route.limits.header_timeout
             return len(data)
         self._head_read(message)
@@ -384,12 +388,17 @@ class ClientConnection(asyncio.Protocol):
         if self.phase is R_HELD:
             self._resume_held()
             return
-        if self.phase is R_HEAD and not (self._message and self._message.head_size):
-            self._idle()
+        if self.phase is R_HEAD:
+            if self._message is not None and self._message.head_size:
+                # A head already under way (pipelined): its time starts now.
+                self._expires = self.route.loop.time() + self.route.limits.header_timeout
+            else:
+                self._idle()
 
     def _idle(self) -> None:
         now = self.route.loop.time()
         self.idle_since = now
+        self._kept_alive = True
         self._expires = now + self.route.limits.keepalive_timeout
 
     def _advance_later(self) -> None:
@@ -588,10 +597,7 @@ class ClientConnection(asyncio.Protocol):
         if self.phase is R_BODY:
             self._body_stalled()
             return
-        kept_alive = self.idle_since is not None and self._expires != (
-            self.idle_since + self.route.limits.header_timeout
-        )
-        if not kept_alive and not self.requests:
+        if not (self._kept_alive and self.idle_since is not None) and not self.requests:
             structlog.get_logger("proxy").warning(
                 "connection closed: request headers not complete within limits.header_timeout",
                 header_timeout_s=self.route.limits.header_timeout,

@@ -360,3 +360,21 @@ async def test_at_shutdown_idle_connections_close_and_busy_ones_answer_connectio
 def test_the_new_limits_have_their_defaults() -> None:
     limits = Settings().limits
     assert (limits.body_timeout, limits.websocket_idle_timeout) == (60.0, 600.0)
+
+
+async def test_a_pipelined_head_left_unfinished_is_timed_from_when_its_turn_comes(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    """A head that began behind a request in flight is still bound by
+    limits.header_timeout: its time starts when the request before it is answered."""
+    proxy = await start_proxy(limits={"header_timeout": 0.3})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    with capture_logs() as logs:
+        writer.write(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost:")
+        first = await read_head_and_body(reader)
+        async with asyncio.timeout(5):
+            rest = await read_until_closed(reader)
+    writer.close()
+    assert (first.status, rest) == (200, b"")
+    assert [seen.target for seen in fake.received] == ["/one"]
+    assert any("header_timeout" in line["event"] for line in logs)
