@@ -34,9 +34,7 @@ def sse(*events: bytes) -> bytes:
 
 
 _KEY = base64.b64encode(b"0123456789abcdef")
-_ACCEPT = base64.b64encode(
-    hashlib.sha1(_KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-)
+_ACCEPT = base64.b64encode(hashlib.sha1(_KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
 
 
 def frame(payload: bytes, *, opcode: int = 1, masked: bool = False) -> bytes:
