@@ -18,6 +18,8 @@ from tests.harness import RunningProxy, StartProxy
 from tests.wire_cases import LIMITS, SCRIPTS
 from tests.wire_script import Script, ScriptedUpstream, Seen, replay
 
+# Where the client's bytes are cut, and each answer's.
+Cuts = tuple[tuple[int, ...], dict[int, tuple[int, ...]]]
 # Cases short enough for every pair of cuts in the client's bytes.
 PAIRS_UP_TO = 64
 
@@ -149,7 +151,6 @@ async def test_random_cuts_in_both_directions_at_once_change_nothing(
     rig: Rig, script: Script
 ) -> None:
     reference = await rig.run(script)
-    Cuts = tuple[tuple[int, ...], dict[int, tuple[int, ...]]]
     found: list[Cuts] = []
 
     @settings(
