@@ -40,15 +40,6 @@ def tokens(value: bytes) -> frozenset[bytes]:
     return frozenset(token.strip().lower() for token in value.split(b",") if token.strip())
 
 
-def connection_listed(pairs: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Names the sender declared hop-by-hop in its Connection header(s), lower-cased."""
-    listed: frozenset[bytes] = frozenset()
-    for name, value in pairs:
-        if name.lower() == b"connection":
-            listed |= tokens(value)
-    return listed
-
-
 def hop_by_hop(
     listed: frozenset[bytes] = frozenset(), *, keep: frozenset[bytes] = frozenset()
 ) -> frozenset[bytes]:
@@ -56,14 +47,6 @@ def hop_by_hop(
     Connection header listed (`listed`), less those this hop carries on (`keep`)."""
     drop = HOP_BY_HOP | listed if listed else HOP_BY_HOP
     return drop - keep if keep else drop
-
-
-def end_to_end(
-    pairs: RawPairs, *, request: bool, listed: frozenset[bytes] = frozenset()
-) -> RawPairs:
-    """The pairs that travel to the next hop, in order, with case and repeats kept."""
-    drop = hop_by_hop(listed) | REQUEST_ONLY if request else hop_by_hop(listed)
-    return [(name, value) for name, value in pairs if name.lower() not in drop]
 
 
 def first_invalid_utf8(pairs: RawPairs) -> bytes | None:
