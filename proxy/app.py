@@ -78,6 +78,7 @@ def create_proxy(
             _control_app, lifecycle=lifecycle, metrics=metrics, inspector=inspector, about=about
         ),
         keepalive_timeout=settings.limits.keepalive_timeout,
+        max_header_size=settings.limits.max_header_size,
     )
     connector = Connector(settings.upstream, origin=origin)
     listener = Listener(

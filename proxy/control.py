@@ -36,9 +36,16 @@ if TYPE_CHECKING:
 class Control:
     """Builds the aiohttp application on first use, and serves control requests with it."""
 
-    def __init__(self, create_app: Callable[[], web.Application], *, keepalive_timeout: float):
+    def __init__(
+        self,
+        create_app: Callable[[], web.Application],
+        *,
+        keepalive_timeout: float,
+        max_header_size: int,
+    ) -> None:
         self._create_app = create_app
         self._keepalive_timeout = keepalive_timeout
+        self._max_header_size = max_header_size
         self._runner: web.AppRunner | None = None
         self._server: web.Server | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -66,6 +73,11 @@ class Control:
             keepalive_timeout=self._keepalive_timeout,
             # The client's socket is the connection's; its options are not aiohttp's to set.
             tcp_keepalive=False,
+            # The connection read the head within limits.max_header_size already: aiohttp
+            # must not refuse it with a plain-text 400 of its own (which repeats the
+            # target, query credentials and all).
+            max_line_size=self._max_header_size + 64,
+            max_field_size=self._max_header_size + 64,
         )
         await runner.setup()
         self._runner = runner

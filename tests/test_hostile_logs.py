@@ -224,8 +224,10 @@ def test_a_log_line_s_query_credentials_are_masked_wherever_they_stand(
 async def test_a_target_an_error_repeats_never_brings_its_query_credentials_to_the_log(
     fake: FakeUpstream, log_format: str
 ) -> None:
-    """A /_proxy target past aiohttp's line limit is refused by aiohttp, whose error
-    repeats it into the log line's exception: the query's credentials come out masked."""
+    """A long /_proxy target carrying credentials: aiohttp's own line limit once refused
+    it with a plain-text 400 whose logged exception repeated it; the control plane now
+    takes any head the connection accepted (limits.max_header_size), and the control plane.s
+    answer is its own JSON. Neither the log nor the answer holds the credential."""
     secret = "query-secret-5e6f7a"
     async with writing_process("--upstream", fake.url, "--log-format", log_format) as running:
         target = f"/_proxy/search?access_token={secret}&q={'x' * 60_000}"
@@ -233,8 +235,8 @@ async def test_a_target_an_error_repeats_never_brings_its_query_credentials_to_t
             running.port,
             f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),
         )
-        # aiohttp's own answer (HTTP/1.0, text): the control plane's to make JSON.
-        assert answered.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+        assert answered.startswith(b"HTTP/1.1 4")  # the JSON 404 of a path not served
+        assert b"application/json" in answered.split(b"\r\n\r\n", 1)[0]
+        assert secret.encode() not in answered
         written = await running.stop()
-    assert b"access_token=[redacted #" in written
     assert secret.encode() not in written
