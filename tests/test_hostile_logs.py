@@ -226,7 +226,7 @@ async def test_a_target_an_error_repeats_never_brings_its_query_credentials_to_t
 ) -> None:
     """A long /_proxy target carrying credentials: aiohttp's own line limit once refused
     it with a plain-text 400 whose logged exception repeated it; the control plane now
-    takes any head the connection accepted (limits.max_header_size), and the control plane.s
+    takes any head the connection accepted (limits.max_header_size), and the control plane's
     answer is its own JSON. Neither the log nor the answer holds the credential."""
     secret = "query-secret-5e6f7a"
     async with writing_process("--upstream", fake.url, "--log-format", log_format) as running:
