@@ -2,10 +2,11 @@
 as aiohttp.web handlers (proxy.control hands requests to it).
 
 `/_proxy/healthz` and `/_proxy/readyz` for orchestrators, `/_proxy/metrics` for
-Prometheus, `/_proxy/version` (the running version, its rule table and what the retired
-path becomes: what `doctor` asks), the inspector's page when it is on (when it is off,
-its address says how to turn it on); anything else under the prefix is a 404 in the
-proxy's error shape, never forwarded.
+Prometheus, `/_proxy/usage` (the plan usage the answers carried, as JSON: what the
+`usage` command and `doctor` ask), `/_proxy/version` (the running version, its rule
+table and what the retired path becomes: what `doctor` asks), the inspector's page when
+it is on (when it is off, its address says how to turn it on); anything else under the
+prefix is a 404 in the proxy's error shape, never forwarded.
 """
 
 from __future__ import annotations
@@ -88,6 +89,23 @@ def create_app(
             )
 
         router.add_get(PREFIX + "metrics", serve_metrics)
+        ledger, clock = metrics.usage.ledger, metrics.usage.clock
+
+        async def plan_usage(_: web.Request) -> web.Response:
+            return web.json_response(ledger.view(clock()))
+
+        router.add_get(PREFIX + "usage", plan_usage)
+    else:
+
+        async def no_usage(_: web.Request) -> web.Response:
+            return error_response(
+                404,
+                "not_found",
+                "plan usage is read with the metrics, and they are off: set "
+                f"metrics.enabled = true (or {ENV_PREFIX}METRICS_ENABLED=true)",
+            )
+
+        router.add_get(PREFIX + "usage", no_usage)
     if inspector is not None:
         inspector.add_routes(router)
         app.on_shutdown.append(inspector.on_shutdown)

@@ -18,6 +18,7 @@ import structlog
 from proxy.failures import Failure, Outcome
 from proxy.headers import Pairs, RawPairs, decode_lossy
 from proxy.sse import StreamSummary
+from proxy.usage import Meter, Report
 
 if TYPE_CHECKING:
     from proxy.connector import Opened
@@ -48,6 +49,10 @@ class Observer:
     def changed(self, exchange: Exchange) -> None:
         """Bytes moved: an event, a frame, a piece of a plain body."""
 
+    def metered(self, exchange: Exchange, report: Report, source: str) -> None:
+        """Plan usage came: in the response head ("headers"), an event of its stream
+        ("event") or a WebSocket message ("websocket")."""
+
     def ended(self, exchange: Exchange) -> None:
         """The exchange is over; nothing in it changes any more."""
 
@@ -59,13 +64,14 @@ class Observers:
     """The observers of a running proxy, with each hook's list holding only those that
     override it: a hook nobody uses costs nothing per event."""
 
-    __slots__ = ("all", "changed", "ended", "responded", "started")
+    __slots__ = ("all", "changed", "ended", "metered", "responded", "started")
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self.all = tuple(observers)
         self.started = self._overriding("started")
         self.responded = self._overriding("responded")
         self.changed = self._overriding("changed")
+        self.metered = self._overriding("metered")
         self.ended = self._overriding("ended")
 
     def _overriding(self, hook: str) -> tuple[Observer, ...]:
@@ -201,6 +207,10 @@ class Exchange:
     retried: bool = False
     headers_ms: float | None = None
     first_byte_ms: float | None = None
+    # ms until a stream's first output (a text, reasoning or tool-call delta).
+    first_token_ms: float | None = None
+    # The plan usage it carried (proxy.usage), made when the first came.
+    meter: Meter | None = None
     duration_ms: float | None = None
     observers: Observers = NONE
     # Decoded (for showing, never for forwarding) and indexed once, when first asked for.
@@ -261,6 +271,21 @@ class Exchange:
             except Exception as exc:  # noqa: BLE001 - see observer_failed
                 self.observer_failed(type(observer).__name__, exc, observer)
 
+    def measure(self, report: Report, source: str) -> None:
+        """Plan usage read as it passed (`source`: see Observer.metered): kept, and told
+        to who reads it."""
+        meter = self.meter
+        if meter is None:
+            meter = self.meter = Meter()
+        meter.add(report)
+        if source == "headers":
+            meter.head = report
+        for observer in self.observers.metered:
+            try:
+                observer.metered(self, report, source)
+            except Exception as exc:  # noqa: BLE001 - see observer_failed
+                self.observer_failed(type(observer).__name__, exc, observer)
+
     def end(self) -> None:
         self.duration_ms = self.elapsed_ms()
         for observer in self.observers.ended:
@@ -301,6 +326,13 @@ class Exchange:
             index = self._indexes[0] = _index(self.raw_request_headers)
         value = index.get(name.lower().encode("latin-1"))
         return None if value is None else value.decode("utf-8", "replace")
+
+    def raw_response_header(self, lowered: bytes) -> bytes | None:
+        """The first value of a response header by its lower-cased name, as sent."""
+        index = self._indexes[1]
+        if index is None:
+            index = self._indexes[1] = _index(self.raw_response_headers)
+        return index.get(lowered)
 
     def response_header(self, name: str) -> str | None:
         index = self._indexes[1]

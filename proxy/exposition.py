@@ -84,6 +84,13 @@ class Exposition:
         )
         first_byte.add_metric((), metrics.first_byte.buckets(), metrics.first_byte.sum)
         yield first_byte
+        first_token = HistogramMetricFamily(
+            PREFIX + "time_to_first_token_seconds",
+            "Time from request to a stream's first output (a text, reasoning or tool-call delta).",
+        )
+        first_token.add_metric((), metrics.first_token.buckets(), metrics.first_token.sum)
+        yield first_token
+        yield from plan(metrics)
         for name, documentation, histogram in (
             (
                 "upstream_connect_seconds",
@@ -105,3 +112,45 @@ class Exposition:
         in_flight.add_metric(("http",), metrics.in_flight() - sessions)
         in_flight.add_metric(("websocket",), sessions)
         yield in_flight
+
+
+def plan(metrics: Metrics) -> Iterator[Metric]:
+    """The plan's windows as the ledger last saw them: used percent and reset time per
+    family and window, and whether a 429 said a family's limit is reached. Without the
+    account label, each series is the account seen last."""
+    labels: tuple[str, ...] = ("family", "window")
+    if metrics.account_label:
+        labels = ("account", *labels)
+    used = GaugeMetricFamily(
+        PREFIX + "plan_used_percent",
+        "Percent of a plan's rate-limit window used, as the upstream last said.",
+        labels=labels,
+    )
+    resets = GaugeMetricFamily(
+        PREFIX + "plan_reset_timestamp_seconds",
+        "When a plan's rate-limit window starts anew (Unix time), as the upstream last said.",
+        labels=labels,
+    )
+    reached = GaugeMetricFamily(
+        PREFIX + "plan_limit_reached",
+        "1 while a 429 (usage_limit_reached) said a family's limit is reached, until it lifts.",
+        labels=labels[:-1],
+    )
+    now = metrics.usage.clock()
+    series: dict[tuple[str, ...], tuple[float, float | None]] = {}
+    stopped: dict[tuple[str, ...], float] = {}
+    for account in reversed(metrics.usage.ledger.view(now)["accounts"]):  # the newest last
+        for limit in account["limits"]:
+            key = (account["account"], limit["family"])[0 if metrics.account_label else 1 :]
+            for window in limit["windows"]:
+                series[(*key, window["label"])] = (window["used_percent"], window["resets_at"])
+            stopped[key] = 1.0 if limit["reached"] is not None else 0.0
+    for key, (percent, at) in series.items():
+        used.add_metric(key, percent)
+        if at is not None:
+            resets.add_metric(key, at)
+    for key, value in stopped.items():
+        reached.add_metric(key, value)
+    yield used
+    yield resets
+    yield reached

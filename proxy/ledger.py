@@ -74,13 +74,21 @@ class Ledger:
         book.plan_type = report.plan_type or book.plan_type
         book.credits = report.credits or book.credits
         notices: list[Notice] = []
+        # A 429 that comes with its headers is said once, by the reach (it names the reset).
+        stopped = report.reached.family if report.reached is not None else None
         for reading in report.readings:
             family = self._family(book, reading.family)
             family.name = reading.name or family.name
             family.seen_at, family.source, family.request_id = now, source, request_id
             for slot, window in reading.windows():
                 notices += self._window(
-                    account, reading.family, family, slot=slot, window=window, now=now
+                    account,
+                    reading.family,
+                    family,
+                    slot=slot,
+                    window=window,
+                    now=now,
+                    quiet=reading.family == stopped,
                 )
             if all(window.used_percent < 100 for _, window in reading.windows()):
                 family.reached = None  # a later answer: usable again
@@ -112,7 +120,15 @@ class Ledger:
         return family
 
     def _window(
-        self, account: str, name: str, family: Family, *, slot: str, window: Window, now: float
+        self,
+        account: str,
+        name: str,
+        family: Family,
+        *,
+        slot: str,
+        window: Window,
+        now: float,
+        quiet: bool,
     ) -> list[Notice]:
         level = 100 if window.used_percent >= 100 else _threshold(window.used_percent)
         tracked = family.windows.get(slot)
@@ -124,6 +140,8 @@ class Ledger:
         if level <= tracked.warned:
             return []
         tracked.warned = level
+        if level == 100 and quiet:
+            return []
         label = usage_text.window_label(window.minutes, slot) + _label(family)
         if level == 100:
             return self._reached(

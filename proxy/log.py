@@ -14,7 +14,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from proxy import printable
+from proxy import printable, usage_text
 from proxy.redact import redact_line, redact_text
 
 # Values structlog or the standard library put in a line for the processors after them.
@@ -91,10 +91,30 @@ class ExchangeLine:
         if fields.get("detail"):
             parts.append(str(fields["detail"]))
         parts.append(_duration(fields.get("duration_ms")))
+        spent = _spent(fields)
+        if spent:
+            parts.append(spent)
         line = "  ".join(parts)
         if fields.get("diagnosis"):
             line += f"\n       {fields['diagnosis']}"
         return line
+
+
+def _spent(fields: EventDict) -> str:
+    """`12.3k in / 845 out · 42% of 5h`: the tokens, and the first window's use."""
+    parts = []
+    tokens = fields.get("tokens")
+    if isinstance(tokens, dict):
+        given, made = tokens.get("input"), tokens.get("output")
+        if isinstance(given, int) and isinstance(made, int):
+            parts.append(f"{usage_text.count(given)} in / {usage_text.count(made)} out")
+    limits = fields.get("limits")
+    if isinstance(limits, list) and limits and isinstance(limits[0], dict):
+        first = limits[0]
+        used = first.get("used_percent")
+        if isinstance(used, int | float):
+            parts.append(f"{used:.0f}% of {first.get('window')}")
+    return " · ".join(parts)
 
 
 def _duration(ms: object) -> str:

@@ -7,16 +7,26 @@ metric objects take a lock and look up a child for every update, which cost a
 measurable share of a small request.
 
 Label values are bounded: a method outside the standard set is "other", paths appear
-only as rule names, and nothing a client or upstream sends becomes a label verbatim.
+only as rule names, and nothing a client or upstream sends becomes a label verbatim,
+except a model's name (the first 32 that look like one; any other is "other") and a
+plan limit's family (an id of at most 64 lower-case letters, digits and `_`, 16 an
+account).
+
+Plan usage is counted here too: `accounting` reads it from every exchange into its
+ledger, which `/_proxy/usage` shows and the plan gauges are read from when scraped.
 """
 
 from __future__ import annotations
 
 import bisect
+import re
 from collections import Counter
 from collections.abc import Callable
 
+from proxy import accounting
+from proxy.accounting import Accounting
 from proxy.exchange import Exchange, Observer, Outcome
+from proxy.usage import Report
 
 PREFIX = "codex_path_proxy_"
 # LLM exchanges run from milliseconds (a refusal) to an hour (a long stream).
@@ -41,6 +51,8 @@ BUCKETS = (
     3600,
 )
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MODELS = 32
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 UPSTREAM_ERRORS = {
     Outcome.UPSTREAM_UNREACHABLE: "unreachable",
     Outcome.TIMEOUT: "timeout",
@@ -90,23 +102,45 @@ COUNTERS = {
         "and its TLS handshake (resumed, full, none).",
         ("connection", "tls"),
     ),
+    "tokens": (
+        "Tokens the responses reported (response.usage), by model and kind: input, cached "
+        "(of the input), output, reasoning (of the output).",
+        ("model", "kind"),
+    ),
 }
 
 
 class Metrics(Observer):
-    def __init__(self, *, in_flight: Callable[[], int], sessions: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        *,
+        in_flight: Callable[[], int],
+        sessions: Callable[[], int],
+        account_label: bool = False,
+        usage: Accounting | None = None,
+    ) -> None:
         self.in_flight = in_flight
         self.sessions = sessions
+        # The plan gauges carry the account's fingerprint as a label (one series each).
+        self.account_label = account_label
+        self.usage = usage or Accounting()
+        self._models: set[str] = set()
         self.counters: dict[str, Counter[tuple[str, ...]]] = {name: Counter() for name in COUNTERS}
         for direction in ("request", "response"):
             self.counters["bytes"][(direction,)] = 0
         self.duration: dict[str, Histogram] = {}
         self.first_byte = Histogram()
+        self.first_token = Histogram()
         # What opening an upstream connection took, on its first use: TCP, then TLS.
         self.opened = Histogram()
         self.tls = Histogram()
 
+    def metered(self, exchange: Exchange, report: Report, source: str) -> None:
+        self.usage.metered(exchange, report, source)
+
     def ended(self, exchange: Exchange) -> None:
+        if exchange.meter is not None:
+            self.usage.ended(exchange)
         kind = "websocket" if exchange.websocket is not None else "http"
         status = exchange.status
         method = exchange.method if exchange.method in METHODS else "other"
@@ -140,3 +174,26 @@ class Metrics(Observer):
             counters["rewrites"][exchange.rule,] += 1
         if exchange.sse is not None:
             counters["stream_ends"][exchange.sse.terminal or "none",] += 1
+            if exchange.first_token_ms is not None:
+                self.first_token.observe(exchange.first_token_ms / 1000)
+        if exchange.sse is not None or exchange.meter is not None:
+            self._count_tokens(exchange)
+
+    def _count_tokens(self, exchange: Exchange) -> None:
+        found, model = accounting.tokens_of(exchange)
+        if found is not None:
+            label = self._model(model)
+            tokens = self.counters["tokens"]
+            for kind, count in found.as_dict().items():
+                tokens[label, kind] += count
+
+    def _model(self, model: str | None) -> str:
+        """A model's name as a label: the first MODELS names that look like one."""
+        if model is None:
+            return "unknown"
+        if model in self._models:
+            return model
+        if len(self._models) < MODELS and _MODEL.fullmatch(model):
+            self._models.add(model)
+            return model
+        return "other"

@@ -4,7 +4,8 @@ It is fed each chunk after the proxy has forwarded it and never fails: chunk bor
 fall anywhere, a line may be megabytes long (an image), and only a bounded head and tail
 of each line is kept, enough for the event type, the small closing events, and the
 `usage` object that ends `response.completed`. Cheap per event: the type is read from
-the start of the JSON (`{"type":"…"`); only closing events are parsed whole.
+the start of the JSON (`{"type":"…"`); only closing events (and `codex.rate_limits`,
+handed to `on_limits`) are parsed whole.
 
 The inspector asks for more: with `keep`, each event's data up to that many bytes is
 kept whole and handed to `on_data` (a longer one as None, with its length).
@@ -24,7 +25,10 @@ TAIL_LIMIT = 8 * 1024
 _LEADING_TYPE = re.compile(rb'\{\s*"type"\s*:\s*"([^"\\]{1,200})"')
 _ANY_TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]{1,200})"')
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,100})"')
 _TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
+RATE_LIMITS = "codex.rate_limits"
+_PARSED = _TERMINAL | {RATE_LIMITS}
 
 
 @dataclass(slots=True)
@@ -38,13 +42,15 @@ class StreamSummary:
     error_code: str | None = None
     error_message: str | None = None
     usage: dict[str, Any] | None = None
+    # The closing event's response.model.
+    model: str | None = None
 
     @property
     def completed(self) -> bool:
         return self.terminal == "response.completed"
 
 
-class _Bounded:
+class Bounded:
     """A bounded view of a byte string that arrives in pieces: its head, tail and length."""
 
     __slots__ = ("head", "length", "limit", "tail")
@@ -80,13 +86,15 @@ class SSETap:
         *,
         keep: int = 0,
         on_data: Callable[[str, bytes | None, int], None] | None = None,
+        on_limits: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.summary = StreamSummary()
+        self._on_limits = on_limits
         self._limit = max(keep, HEAD_LIMIT) if on_data is not None else HEAD_LIMIT
         self._on_data = on_data
-        self._partial: _Bounded | None = None  # a line cut by a chunk border
+        self._partial: Bounded | None = None  # a line cut by a chunk border
         # The current event's data: one line seen whole (the common case), or a bounded view.
-        self._data: memoryview | _Bounded | None = None
+        self._data: memoryview | Bounded | None = None
         self._event_field: bytes | None = None
         self._after_cr = False
         self._on_event = on_event
@@ -102,7 +110,7 @@ class SSETap:
             newline = _find_eol(chunk, start, end) if has_cr else chunk.find(b"\n", start)
             if newline < 0:
                 if self._partial is None:
-                    self._partial = _Bounded(self._limit)
+                    self._partial = Bounded(self._limit)
                 self._partial.add(view[start:])
                 return
             if self._partial is None:
@@ -133,7 +141,7 @@ class SSETap:
         elif chunk.startswith(b"event:", start, stop):
             self._event_field = chunk[start + 6 : min(stop, start + 206)]
 
-    def _long_line(self, line: _Bounded) -> None:
+    def _long_line(self, line: Bounded) -> None:
         """A line that spanned chunks, seen through its bounded view."""
         if line.length == 0:
             self._dispatch()
@@ -155,13 +163,13 @@ class SSETap:
         else:
             self._bounded_data().add(piece)
 
-    def _bounded_data(self) -> _Bounded:
+    def _bounded_data(self) -> Bounded:
         """The event's data as a bounded view, ready for one more data line."""
         data = self._data
-        if isinstance(data, _Bounded):
+        if isinstance(data, Bounded):
             data.add(b"\n")  # several data lines join with "\n"
             return data
-        bounded = self._data = _Bounded(self._limit)
+        bounded = self._data = Bounded(self._limit)
         if data is not None:
             bounded.add(data)
             bounded.add(b"\n")
@@ -172,15 +180,17 @@ class SSETap:
         event_field, self._event_field = self._event_field, None
         if found_data is None:
             return
-        data = found_data if isinstance(found_data, _Bounded) else _Whole(found_data)
+        data = found_data if isinstance(found_data, Bounded) else _Whole(found_data)
         found = _LEADING_TYPE.match(data.head)
         kind = found.group(1).decode("utf-8", "replace") if found else None
         payload: dict[str, Any] = {}
-        if kind is None or kind in _TERMINAL:
+        if kind is None or kind in _PARSED:
             payload = _parse(data)
             if kind is None:
                 named = event_field.strip().decode("utf-8", "replace") if event_field else None
                 kind = _type_of(payload, data) or named or "message"
+            if kind == RATE_LIMITS and payload and self._on_limits is not None:
+                self._on_limits(payload)
         summary = self.summary
         summary.events += 1
         if summary.first_event is None:
@@ -216,7 +226,7 @@ def _find_eol(chunk: bytes, start: int, end: int) -> int:
     return cr if cr >= 0 else lf
 
 
-def _parse(data: _Bounded | _Whole) -> dict[str, Any]:
+def _parse(data: Bounded | _Whole) -> dict[str, Any]:
     whole = data.whole
     if whole is None:
         return {}
@@ -227,7 +237,7 @@ def _parse(data: _Bounded | _Whole) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _type_of(payload: dict[str, Any], data: _Bounded | _Whole) -> str | None:
+def _type_of(payload: dict[str, Any], data: Bounded | _Whole) -> str | None:
     kind = payload.get("type")
     if isinstance(kind, str):
         return kind
@@ -238,14 +248,17 @@ def _type_of(payload: dict[str, Any], data: _Bounded | _Whole) -> str | None:
 
 
 def _read_terminal(
-    summary: StreamSummary, kind: str, payload: dict[str, Any], data: _Bounded | _Whole
+    summary: StreamSummary, kind: str, payload: dict[str, Any], data: Bounded | _Whole
 ) -> None:
     response: dict[str, Any] = payload.get("response") or {}
     if not isinstance(response, dict):
         response = {}
-    usage = response.get("usage") if payload else _usage_from_tail(bytes(data.tail))
+    usage = response.get("usage") if payload else usage_from_tail(bytes(data.tail))
     if isinstance(usage, dict):
         summary.usage = usage
+    model = response.get("model") if payload else model_from_head(bytes(data.head[:4096]))
+    if isinstance(model, str) and model:
+        summary.model = model[:100]
     error = payload.get("error") if isinstance(payload.get("error"), dict) else None
     if kind == "response.failed":
         error = response.get("error") if isinstance(response.get("error"), dict) else error
@@ -262,7 +275,13 @@ def _read_terminal(
         summary.error_message = str(message)[:500] if message is not None else None
 
 
-def _usage_from_tail(tail: bytes) -> dict[str, Any] | None:
+def model_from_head(head: bytes) -> str | None:
+    """The model of a closing event too long to keep whole: its response's comes first."""
+    found = _MODEL.search(head)
+    return found.group(1).decode("utf-8", "replace") if found else None
+
+
+def usage_from_tail(tail: bytes) -> dict[str, Any] | None:
     """The `usage` object of a closing event too long to keep whole (an image inside)."""
     matches = list(_USAGE.finditer(tail))
     if not matches:

@@ -7,6 +7,8 @@ ways, and a tap on each direction reads frame headers only: frame kinds and coun
 payload sizes and close codes, for the log line and the inspector. Frames are never
 held whole, so a frame of any size passes; only with the inspector on is a copy of each
 message kept (up to `inspector.event_limit`) and handed to it once the message ends.
+When plan usage is read (metrics on), the upstream's data frames are also shown to a
+`ws_meter.MessageMeter`, which reads the few messages that carry it, within bounds.
 
 A side that vanishes without a close frame closes the other (1001 to the upstream,
 1014 to the client); when the proxy stops, both sides get a 1001 close.
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 from proxy.failures import Failure
 from proxy.headers import RawPairs
 from proxy.response_reader import switching_head
+from proxy.ws_meter import MessageMeter
 
 if TYPE_CHECKING:
     from proxy.exchange import Exchange, Watcher, WebSocketStats
@@ -57,6 +60,8 @@ class FrameTap:
         "_masked",
         "_message",
         "_message_size",
+        "_meter",
+        "_metering",
         "_on_message",
         "_opcode",
         "_payload",
@@ -68,9 +73,13 @@ class FrameTap:
         "messages",
     )
 
-    def __init__(self, on_message: OnMessage | None = None, keep: int = 0) -> None:
+    def __init__(
+        self, on_message: OnMessage | None = None, keep: int = 0, meter: MessageMeter | None = None
+    ) -> None:
         self._on_message = on_message
         self._keep = keep
+        self._meter = meter
+        self._metering = False  # the meter reads the current frame's payload
         self._cap = keep  # of the current frame's payload, the most a watcher is shown
         # The watched message so far: its first opcode and RSV1 bit, its payload, its size.
         self._started = 0
@@ -107,6 +116,9 @@ class FrameTap:
                 payload = self._payload
                 if payload is not None and len(payload) < self._cap:
                     payload += data[at : at + min(take, self._cap - len(payload))]
+                if self._metering:
+                    assert self._meter is not None
+                    self._metering = self._meter.data(memoryview(data)[at : at + take])
                 self._remaining -= take
                 at += take
                 if not self._remaining:
@@ -151,6 +163,8 @@ class FrameTap:
         if opcode in _MESSAGE_START:
             self.messages += 1
         self._close = bytearray() if opcode == _CLOSE and self.close is None else None
+        if self._meter is not None:
+            self._metering = self._meter.start(header[0], length)
         if self._on_message is not None:
             self._fin = bool(header[0] & 0x80)
             self._watch(header[0], length)
@@ -171,6 +185,10 @@ class FrameTap:
     def _frame_done(self) -> None:
         if self._payload is not None:
             self._watched_frame_done()
+        if self._metering:
+            self._metering = False
+            assert self._meter is not None
+            self._meter.end()
         payload = self._close
         if payload is None:
             return
@@ -247,12 +265,13 @@ class Tunnel:
         assert exchange.websocket is not None
         self.stats: WebSocketStats = exchange.websocket
         watcher = exchange.watcher
+        meter = MessageMeter(exchange) if exchange.observers.metered else None
         if watcher is None:
             self.inbound = FrameTap()  # from the client
-            self.outbound = FrameTap()  # from the upstream
+            self.outbound = FrameTap(meter=meter)  # from the upstream
         else:
             self.inbound = FrameTap(_side(watcher, "client"), watcher.keep)
-            self.outbound = FrameTap(_side(watcher, "upstream"), watcher.keep)
+            self.outbound = FrameTap(_side(watcher, "upstream"), watcher.keep, meter)
         self.ended = False
         self._last_heard = route.loop.time()
 

@@ -118,12 +118,13 @@ class Tokens:
 
 @dataclass(slots=True)
 class Meter:
-    """What one exchange carried of usage beyond its response head, filled as it passes:
-    reports from event-stream or WebSocket messages (the latest), a WebSocket session's
+    """What one exchange carried of usage, filled as it passes: the reports of its head
+    and of event-stream or WebSocket messages (the latest few), a WebSocket session's
     tokens and model, and a bounded copy of an answer's body worth reading for usage (a
     `wham/usage` answer, a 429)."""
 
     reports: list[Report] = field(default_factory=list)
+    head: Report | None = None
     tokens: Tokens | None = None
     model: str | None = None
     body: bytearray | None = None

@@ -29,6 +29,8 @@ VARYING = frozenset(
         "duration_ms",
         "headers_ms",
         "first_byte_ms",
+        "first_token_ms",
+        "tokens_per_s",
         "connect_ms",
         "opened_ms",
         "tls_ms",
