@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from proxy import redact, usage
+from proxy import redact, usage, usage_text
 from proxy.exchange import Exchange, Observer
 from proxy.ledger import Ledger
 from proxy.usage import Report, Tokens
@@ -159,3 +159,34 @@ def of(exchange: Exchange) -> Spent | None:
     reports = meter.reports if meter is not None else []
     report = next((found for found in reversed(reports) if found.readings), None)
     return Spent(tokens, model, first, rate, report)
+
+
+def described(exchange: Exchange) -> dict[str, Any]:
+    """The same as fields of a log line (and a HAR entry's `_usage`): the model, tokens,
+    first_token_ms, tokens_per_s, and the account and limits its answer said; only
+    those known."""
+    spent = of(exchange)
+    if spent is None:
+        return {}
+    fields: dict[str, Any] = {}
+    if spent.model:
+        fields["model"] = spent.model
+    if spent.tokens is not None:
+        fields["tokens"] = spent.tokens.as_dict()
+    if spent.first_token_ms is not None:
+        fields["first_token_ms"] = spent.first_token_ms
+    if spent.tokens_per_s is not None:
+        fields["tokens_per_s"] = spent.tokens_per_s
+    if spent.report is not None:
+        fields["account"] = account_of(exchange)
+        fields["limits"] = [
+            {
+                "family": reading.family,
+                "window": usage_text.window_label(window.minutes, slot),
+                "used_percent": window.used_percent,
+                "resets_at": window.resets_at,
+            }
+            for reading in spent.report.readings
+            for slot, window in reading.windows()
+        ]
+    return fields

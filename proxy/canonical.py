@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from proxy import accounting, redact, usage_text
+from proxy import accounting, redact
 from proxy.exchange import Exchange, Observer, Outcome
 from proxy.log import JSONLines
 
@@ -105,29 +105,9 @@ def fields(exchange: Exchange) -> dict[str, Any]:
 
 def _spent(line: dict[str, Any], exchange: Exchange) -> None:
     """What the exchange used (tokens, model, speed) and the plan usage its answer said."""
-    spent = accounting.of(exchange)
-    if spent is None:
-        return
-    if spent.model:
-        line["model"] = spent.model
-    if spent.tokens is not None:
-        line["tokens"] = spent.tokens.as_dict()
-    if spent.first_token_ms is not None:
-        line["first_token_ms"] = spent.first_token_ms
-    if spent.tokens_per_s is not None:
-        line["tokens_per_s"] = spent.tokens_per_s
-    if spent.report is not None and spent.report.readings:
-        line["account"] = accounting.account_of(exchange)
-        line["limits"] = [
-            {
-                "family": reading.family,
-                "window": usage_text.window_label(window.minutes, slot),
-                "used_percent": window.used_percent,
-                "resets_at": window.resets_at,
-            }
-            for reading in spent.report.readings
-            for slot, window in reading.windows()
-        ]
+    spent = accounting.described(exchange)
+    if spent:
+        line.update(spent)
 
 
 def is_warning(exchange: Exchange) -> bool:

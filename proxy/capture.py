@@ -26,7 +26,7 @@ import structlog
 import zstandard
 from yarl import URL
 
-from proxy import __version__, blobs, redact
+from proxy import __version__, accounting, blobs, redact
 from proxy.exchange import Bodies, Body, Exchange, Observer
 from proxy.forward import Head, forwarded_pairs
 from proxy.headers import decode_lossy
@@ -175,6 +175,10 @@ def har(exchange: Exchange, bodies: Bodies, *, upstream: str) -> dict[str, Any]:
             secrets,
         ),
     }
+    spent = accounting.described(exchange)
+    if spent:
+        # What it used and the plan usage its answer said, as its log line has them.
+        entry["_usage"] = spent
     if bodies.request.size or exchange.method in ("POST", "PUT", "PATCH"):
         content = _content(
             bodies.request, exchange.request_header("Content-Encoding"), request_type, secrets

@@ -5,6 +5,7 @@ codex-path-proxy [serve] [--config FILE] [--host HOST] [--port PORT] [--upstream
 codex-path-proxy check-config [--config FILE] [...]
 codex-path-proxy rewrite PATH [--config FILE]
 codex-path-proxy doctor [--json] [--fix] [--config FILE] [...]
+codex-path-proxy usage [--json] [--config FILE] [...]
 codex-path-proxy service install [--print] | uninstall | status [--config FILE]
 """
 
@@ -136,6 +137,14 @@ def build_parser() -> Parser:
             "then check again",
         )
     )
+    usage_parser = commands.add_parser(
+        "usage",
+        parents=[options],
+        help="the plan usage the running proxy has seen (windows, resets, credits), as bars",
+    )
+    usage_parser.add_argument(
+        "--json", action="store_true", help="what /_proxy/usage answered, for scripts"
+    )
     service = commands.add_parser(
         "service", help="run the proxy at every login (systemd user unit, launchd agent)"
     ).add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -182,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         print(explain(settings, target.path))
         return 0
-    if args.command in ("doctor", "service"):
+    if args.command in ("doctor", "service", "usage"):
         return look_after(args, settings, sources)
     configure_logging(settings.log.level, settings.log.format)
     try:
@@ -195,7 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def look_after(args: argparse.Namespace, settings: Settings, sources: Sourced) -> int:
-    """doctor and service: this machine's side, its inputs read here, once."""
+    """doctor, service and usage: this machine's side, its inputs read here, once."""
+    if args.command == "usage":
+        from proxy.usage_command import run as show_usage  # noqa: PLC0415
+
+        return show_usage(settings, as_json=args.json)
     # Imported here: serving, the common case, starts without them (sidecars restart).
     from proxy.doctor.inputs import Inputs  # noqa: PLC0415
     from proxy.doctor.run import doctor  # noqa: PLC0415

@@ -132,6 +132,11 @@ class Ledger:
     ) -> list[Notice]:
         level = 100 if window.used_percent >= 100 else _threshold(window.used_percent)
         tracked = family.windows.get(slot)
+        if tracked is not None and window.resets_at is None:
+            # A reading that does not say its reset (a 429's few headers): the window's
+            # length and reset stay as last said.
+            old = tracked.window
+            window = Window(window.used_percent, window.minutes or old.minutes, old.resets_at)
         if tracked is None:
             tracked = family.windows[slot] = Tracked(window, 0)
         elif _new_period(tracked.window, window) or level < tracked.warned:

@@ -109,9 +109,15 @@ class View:
 
 
 async def open_inspector(
-    browser: Browser, server: RunningProxy, width: int = 1440, address: str = ""
+    browser: Browser,
+    server: RunningProxy,
+    width: int = 1440,
+    address: str = "",
+    timezone: str | None = None,
 ) -> View:
-    context = await browser.new_context(viewport={"width": width, "height": 860})
+    context = await browser.new_context(
+        viewport={"width": width, "height": 860}, timezone_id=timezone
+    )
     context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
     view = View(page=page, origin=f"http://127.0.0.1:{server.port}")
@@ -225,7 +231,8 @@ async def test_a_legacy_stream_live_then_completed_with_nothing_secret_in_the_pa
     await expect(timeline.last.locator(".ok")).to_have_text("response.completed")
     await expect(detail).to_contain_text("x-codex-primary-used-percent37")
     await expect(detail).to_contain_text(f"input_tokens{USAGE['input_tokens']}")
-    await expect(detail.locator(".timing span")).to_have_count(4)
+    # connect, headers, first byte, first token (the first delta), total
+    await expect(detail.locator(".timing span")).to_have_count(5)
     await page.screenshot(path=tmp_path / "inspector-detail.png")
 
     view.check_secret_free(await page.content())

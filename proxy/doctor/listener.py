@@ -1,6 +1,7 @@
 """This proxy: whether it answers /_proxy/healthz where the settings (and the clients'
 configs) say it listens, which version runs there with which rule table
-(/_proxy/version), and whether that table rewrites the retired path."""
+(/_proxy/version), whether that table rewrites the retired path, and the plan usage it
+last saw (/_proxy/usage)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterable
+from typing import Any
 
-from proxy import __version__
+from proxy import __version__, usage_text
 from proxy.config import Sourced
 from proxy.doctor.baseurl import Address
 from proxy.doctor.findings import Finding, Status
@@ -20,6 +22,7 @@ from proxy.settings import Settings
 AREA = "This proxy"
 HEALTHZ = "/_proxy/healthz"
 VERSION = "/_proxy/version"
+USAGE = "/_proxy/usage"
 TIMEOUT = 5.0
 RETIRED = "/backend-api/responses"
 _LAYERS = ("file", "environment", "flag")  # how proxy.config names a value's source
@@ -45,6 +48,19 @@ async def running(origin: Address) -> dict[str, object] | None:
     except ValueError:
         return None
     return about if isinstance(about, dict) and "version" in about else None
+
+
+async def plan_usage(origin: Address) -> dict[str, Any] | None:
+    """What the proxy there has seen of the plan's usage (GET /_proxy/usage); None from
+    a proxy that does not say (too old, or metrics off)."""
+    answer = await ask(origin, USAGE)
+    if not isinstance(answer, Answer) or answer.status != 200:
+        return None
+    try:
+        found = json.loads(answer.body)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) and "accounts" in found else None
 
 
 async def ask(origin: Address, path: str) -> Answer | str:
@@ -92,6 +108,8 @@ def check(
     own: Address,
     answers: dict[Address, Answer | str],
     about: dict[str, object] | None = None,
+    *,
+    plan: dict[str, Any] | None = None,
 ) -> list[Finding]:
     given = dict.fromkeys(value.source for value in sources.values() if value.source != "default")
     layers = sorted(given, key=lambda source: _LAYERS.index(source.split(" ", 1)[0]))
@@ -104,6 +122,8 @@ def check(
     ]
     if about is not None:
         findings.append(_running(own, about))
+    if plan is not None:
+        findings.append(_usage(own, plan))
     for origin, answer in answers.items():
         if origin != own and is_proxy(answer):
             says = f"another codex-path-proxy answers {HEALTHZ} (a client config points here)"
@@ -151,6 +171,41 @@ def _running(own: Address, about: dict[str, object]) -> Finding:
     )
     says = f"{says}; it sends {RETIRED} upstream unrewritten (403)"
     return Finding(area=AREA, status=Status.PROBLEM, where=url(own) + VERSION, says=says, fix=fix)
+
+
+def _usage(own: Address, plan: dict[str, Any]) -> Finding:
+    """The plan usage the running proxy last saw: the newest account's windows."""
+    where = url(own) + USAGE
+    accounts = plan.get("accounts") or []
+    if not accounts:
+        says = "no answer through it has carried plan usage yet"
+        return Finding(area=AREA, status=Status.INFO, where=where, says=says)
+    now = float(plan.get("now") or 0)
+    newest = accounts[0]
+    parts = []
+    for limit in newest.get("limits") or []:
+        family = limit.get("family")
+        named = "" if family == "codex" else f" ({limit.get('name') or family})"
+        for window in limit.get("windows") or []:
+            when = usage_text.resets(window.get("resets_at"), now)
+            parts.append(
+                f"{window.get('label')}{named} {float(window.get('used_percent') or 0):.0f}% used"
+                + (f", resets {when}" if when else "")
+            )
+        reached = limit.get("reached")
+        if reached is not None:
+            when = usage_text.resets(reached.get("resets_at"), now)
+            parts.append(f"limit{named} reached" + (f", lifts {when}" if when else ""))
+    plan_type = f" ({newest['plan_type']})" if newest.get("plan_type") else ""
+    seen = usage_text.ago(now - float(newest.get("seen_at") or now))
+    others = len(accounts) - 1
+    says = f"last usage seen {seen}, account {newest.get('account')}{plan_type}: " + (
+        "; ".join(parts) or "no window"
+    )
+    if others:
+        plural = "s" if others > 1 else ""
+        says += f"; and {others} other account{plural} (`codex-path-proxy usage`)"
+    return Finding(area=AREA, status=Status.INFO, where=where, says=says)
 
 
 def _rules(settings: Settings, sources: Sourced) -> Finding:

@@ -33,10 +33,14 @@ async def examine(settings: Settings, sources: Sourced, inputs: Inputs) -> list[
         listener.probe(listening), wayout.check(Target.from_settings(settings.upstream))
     )
     found = frozenset(origin for origin, answer in answers.items() if listener.is_proxy(answer))
-    about = await listener.running(own) if own in found else None
+    about, plan = (
+        await asyncio.gather(listener.running(own), listener.plan_usage(own))
+        if own in found
+        else (None, None)
+    )
     places = Places.build(settings.listen, settings.upstream.url, found)
     return [
-        *listener.check(settings, sources, own, answers, about),
+        *listener.check(settings, sources, own, answers, about, plan=plan),
         *openclaw.check(claw, places),
         *codex.check(codex_state, places, now=inputs.now),
         *environment.check(inputs, places, settings.upstream),

@@ -52,6 +52,7 @@
     title: $("detail-title"),
     body: $("detail-body"),
     close: $("close"),
+    plan: $("plan"),
   };
   const state = {
     records: new Map(), // seq -> record, oldest first
@@ -122,6 +123,32 @@
     });
     return view;
   }
+  // Token counts in short: 845, 12.3k, 1.2M.
+  function count(tokens) {
+    if (tokens < 1000) return String(tokens);
+    if (tokens < 1e6) return `${(tokens / 1000).toFixed(1).replace(/\.0$/, "")}k`;
+    return `${(tokens / 1e6).toFixed(1).replace(/\.0$/, "")}M`;
+  }
+  // "2 h 11 min", "45 s", "3 d 4 h": how far off a moment is.
+  function span(seconds) {
+    const left = Math.max(0, Math.round(seconds));
+    if (left < 60) return `${left} s`;
+    const minutes = Math.floor(left / 60);
+    if (minutes < 60) return `${minutes} min`;
+    const hours = Math.floor(minutes / 60);
+    if (hours < 24) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
+    return hours % 24 ? `${Math.floor(hours / 24)} d ${hours % 24} h` : `${Math.floor(hours / 24)} d`;
+  }
+  // When a window starts anew, in this browser's local time: "at 14:05 (in 2 h 11 min)".
+  function resets(at, nowMs) {
+    if (at === null || at === undefined) return "";
+    const when = new Date(at * 1000);
+    const time = `${pad(when.getHours())}:${pad(when.getMinutes())}`;
+    const day = when.toDateString() === new Date(nowMs).toDateString()
+      ? time : `${time} on ${when.getDate()} ${when.toLocaleString("en", { month: "short" })}`;
+    const left = at * 1000 - nowMs;
+    return `at ${day} (${left <= 0 ? "passed" : `in ${span(left / 1000)}`})`;
+  }
   const statusClass = (status) => (status ? `${Math.floor(status / 100)}xx` : "none");
   const errorStatus = (rec) => !rec.live && rec.outcome === "completed" && (rec.status || 0) >= 400;
   const statusWords = (status) => STATUS_WORDS[status] || (status >= 500 ? "server error" : "client error");
@@ -162,6 +189,7 @@
       const last = rec.stream_end || rec.last_event;
       if (last) events.append(el("span", { class: `last ${endClass(last) || ""}` }, last));
     }
+    if (rec.tokens) events.append(el("span", { class: "tokens" }, `${count(rec.tokens.input)} in / ${count(rec.tokens.output)} out`));
     const type = (rec.content_type || "").split(";")[0];
     return [
       el("td", { class: "c-time", title: new Date(rec.started_at * 1000).toISOString() }, clock(rec.started_at)),
@@ -292,11 +320,13 @@
     const seqs = new Set(before);
     for (const rec of snapshot.exchanges) for (const seq of accept(rec)) seqs.add(seq);
     show([...seqs].sort((a, b) => a - b));
+    fetchPlan();
     openWanted();
   }
 
   function onExchange(event) {
     const rec = JSON.parse(event.data);
+    if (!rec.live || rec.limits) schedulePlan();
     show(accept(rec));
     openWanted();
     if (!rec.live && state.bodyMatches) searchBodies();
@@ -314,6 +344,83 @@
       ui.connection.textContent = source.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…";
       ui.connection.className = "connection down";
     });
+  }
+
+  // ---- plan usage: the strip at the top (/_proxy/usage) ----------------------------------
+
+  const plan = { view: null, error: null, timer: null };
+
+  async function fetchPlan() {
+    try {
+      const response = await fetch("/_proxy/usage");
+      const body = await response.json();
+      plan.view = response.ok ? body : null;
+      plan.error = response.ok ? null : (body.error && body.error.message) || `status ${response.status}`;
+    } catch {
+      return; // the proxy went away: the connection status says so
+    }
+    renderPlan();
+  }
+
+  // After an exchange ends (or a live one carries usage): asked again, once for a burst.
+  function schedulePlan() {
+    if (plan.timer !== null) return;
+    plan.timer = setTimeout(() => {
+      plan.timer = null;
+      fetchPlan();
+    }, 300);
+  }
+
+  function creditsText(credits) {
+    if (credits.unlimited) return "unlimited";
+    if (credits.balance !== null && credits.balance !== undefined) return `${credits.balance} credits`;
+    return credits.has_credits ? "available" : "none";
+  }
+
+  function windowView(shown, named, now) {
+    const used = Number(shown.used_percent);
+    const level = used >= 95 ? "full" : used >= 80 ? "high" : "";
+    const meter = el("div", { class: `meter ${level}`, role: "meter", "aria-valuemin": 0, "aria-valuemax": 100,
+      "aria-valuenow": used, "aria-label": `${shown.label}${named} window used` });
+    const fill = el("span");
+    fill.style.width = `${Math.min(100, Math.max(0, used))}%`;
+    meter.append(fill);
+    const when = resets(shown.resets_at, now);
+    const said = `${Math.round(used)}% used${when ? `, resets ${when}` : ""}${shown.stale ? "; not seen since" : ""}`;
+    return el("div", { class: `window${shown.stale ? " stale" : ""}` },
+      el("span", { class: "label" }, `${shown.label}${named}`), meter, el("span", { class: "said" }, said));
+  }
+
+  function accountView(account, now) {
+    const facts = [el("span", { class: "who" }, account.account)];
+    if (account.plan_type) facts.push(el("span", { class: "plan-type" }, `plan ${account.plan_type}`));
+    if (account.credits) facts.push(el("span", { class: "credits" }, `credits: ${creditsText(account.credits)}`));
+    const ago = now / 1000 - account.seen_at;
+    facts.push(el("span", { class: "muted" }, `seen ${ago < 1 ? "just now" : `${span(ago)} ago`} (${account.source})`));
+    const windows = el("div", { class: "windows" });
+    const reached = [];
+    for (const limit of account.limits) {
+      const named = limit.family === "codex" ? "" : ` (${limit.name || limit.family})`;
+      for (const shown of limit.windows) windows.append(windowView(shown, named, now));
+      if (limit.reached) {
+        const when = resets(limit.reached.resets_at, now);
+        reached.push(el("p", { class: "reached" }, `Limit${named} reached (429)${when ? `: lifts ${when}` : ""}`));
+      }
+    }
+    return el("div", { class: "account" }, ...facts, windows, ...reached);
+  }
+
+  function renderPlan() {
+    const now = Date.now();
+    if (plan.view && plan.view.seen) {
+      ui.plan.replaceChildren(...plan.view.accounts.map((account) => accountView(account, now)));
+    } else {
+      const said = plan.view ? "Plan usage: none seen yet; every answer from /backend-api/codex/responses carries it."
+        : plan.error ? `Plan usage: ${plan.error}` : null;
+      if (said === null) return;
+      ui.plan.replaceChildren(el("p", { class: "muted" }, said));
+    }
+    ui.plan.hidden = false;
   }
 
   // ---- the detail --------------------------------------------------------------------------
@@ -351,6 +458,7 @@
       ["connect", "connect", rec.connect_ms],
       ["headers", "headers", rec.headers_ms],
       ["first-byte", "first byte", rec.first_byte_ms],
+      ["first-token", "first token", rec.first_token_ms],
       ["body", rec.live ? "so far" : "total", total],
     ];
     const bar = el("div", { class: "timing", role: "img", "aria-label": "timing" });
@@ -650,6 +758,12 @@
         ["error message", rec.error_message],
       ])));
       if (rec.usage) parts.push(section("usage", pairs(flatten(rec.usage))));
+      const tokens = rec.tokens || {};
+      const spent = [["model", rec.model], ["input tokens", tokens.input], ["cached input tokens", tokens.cached],
+        ["output tokens", tokens.output], ["reasoning tokens", tokens.reasoning],
+        ["time to first token", rec.first_token_ms === undefined ? null : duration(rec.first_token_ms)],
+        ["output tokens a second", rec.tokens_per_s]];
+      if (spent.some(([, value]) => value !== undefined && value !== null)) parts.push(section("tokens", pairs(spent)));
       parts.push(section("timeline", ...timeline(rec)));
     }
     if (rec.websocket) {
@@ -660,6 +774,13 @@
         ["close reason", rec.close_reason],
         ["closed by", rec.closed_by],
       ])));
+    }
+    if (rec.limits) {
+      const now = Date.now();
+      parts.push(section("plan usage", pairs([["account", rec.account], ...rec.limits.map((limit) => [
+        `${limit.window}${limit.family === "codex" ? "" : ` (${limit.family})`}`,
+        `${Math.round(limit.used_percent)}% used${limit.resets_at ? `, resets ${resets(limit.resets_at, now)}` : ""}`,
+      ])])));
     }
     if (rec.quota) parts.push(section("quota", pairs(Object.entries(rec.quota))));
     const ids = [["cf-ray", rec.cf_ray], ["x-request-id", rec.upstream_request_id], ["openai-processing-ms", rec.openai_processing_ms]];
@@ -870,6 +991,7 @@
     }
   }, 250);
 
+  setInterval(renderPlan, 30000); // the countdowns move on
   window.addEventListener("popstate", followAddress);
   summary();
   state.wanted = addressed();
