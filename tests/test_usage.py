@@ -8,10 +8,13 @@ import asyncio
 import gzip
 import json
 import time
+import zlib
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import aiohttp
+import brotli
+import zstandard
 from aiohttp import WSMsgType, web
 from structlog.testing import capture_logs
 
@@ -91,8 +94,11 @@ def exchange_lines(logs: list[Line]) -> list[Line]:
 
 
 def warnings(logs: list[Line]) -> list[str]:
-    return [line["event"] for line in logs if line.get("log_level") == "warning"
-            and line["event"] not in ("request", "websocket")]  # fmt: skip
+    return [
+        line["event"]
+        for line in logs
+        if line.get("log_level") == "warning" and line["event"] not in ("request", "websocket")
+    ]
 
 
 async def usage_of(client: aiohttp.ClientSession, proxy: RunningProxy) -> dict[str, Any]:
@@ -306,24 +312,58 @@ def codex_session(fake: FakeUpstream, *, compress: bool) -> None:
             turn += 1
             if turn == 1:
                 await ws.send_str(json.dumps({"type": "response.created", "response": {}}))
-                await ws.send_str(json.dumps({"type": "codex.rate_limits", "plan_type": "plus",
-                    "rate_limits": {"primary": {"used_percent": 64.5, "window_minutes": 300,
-                                                "reset_at": RESET}},
-                    "credits": {"has_credits": True, "unlimited": False, "balance": "9"}}))  # fmt: skip
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "codex.rate_limits",
+                            "plan_type": "plus",
+                            "rate_limits": {
+                                "primary": {
+                                    "used_percent": 64.5,
+                                    "window_minutes": 300,
+                                    "reset_at": RESET,
+                                }
+                            },
+                            "credits": {"has_credits": True, "unlimited": False, "balance": "9"},
+                        }
+                    )
+                )
                 await ws.send_str(
                     json.dumps({"type": "response.output_text.delta", "delta": "x" * 5000})
                 )
-                big = {"id": "r1", "model": "gpt-6.1-sol", "output": [{"text": "y" * 90_000}],
-                       "usage": USAGE}  # fmt: skip
+                big = {
+                    "id": "r1",
+                    "model": "gpt-6.1-sol",
+                    "output": [{"text": "y" * 90_000}],
+                    "usage": USAGE,
+                }
                 await ws.send_str(json.dumps({"type": "response.completed", "response": big}))
             else:
-                await ws.send_str(json.dumps({"type": "error", "status": 429,
-                    "error": {"type": "usage_limit_reached", "resets_at": RESET},
-                    "headers": {"x-codex-primary-used-percent": 100,
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "error",
+                            "status": 429,
+                            "error": {"type": "usage_limit_reached", "resets_at": RESET},
+                            "headers": {
+                                "x-codex-primary-used-percent": 100,
                                 "x-codex-primary-window-minutes": "300",
-                                "x-codex-active-limit": "codex"}}))  # fmt: skip
-                await ws.send_str(json.dumps({"type": "response.completed",
-                    "response": {"model": "gpt-6.1-sol", "usage": {"input_tokens": 5, "output_tokens": 1}}}))  # fmt: skip
+                                "x-codex-active-limit": "codex",
+                            },
+                        }
+                    )
+                )
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "response.completed",
+                            "response": {
+                                "model": "gpt-6.1-sol",
+                                "usage": {"input_tokens": 5, "output_tokens": 1},
+                            },
+                        }
+                    )
+                )
         return ws
 
     fake.handler = answer
@@ -448,3 +488,49 @@ def test_model_labels_are_bounded() -> None:
         ended(metrics, exchange)
     models = {model for model, _ in metrics.counters["tokens"]}
     assert models == {f"model-{n}" for n in range(32)} | {"other", "unknown"}
+
+
+async def test_a_429_body_in_every_coding_and_what_cannot_be_read(
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    body = json.dumps({"error": {"type": "usage_limit_reached", "resets_at": RESET}}).encode()
+    codings = [
+        ("br", brotli.compress(body)),
+        ("zstd", zstandard.ZstdCompressor().compress(body)),
+        ("deflate", zlib.compress(body)),
+        ("zstd", b"not zstd"),
+        ("br", b"not brotli"),
+        ("compress", body),
+        ("identity", b"not json"),
+        ("identity", b"[1, 2]"),
+    ]
+    sent: list[tuple[str, bytes]] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        coding, data = codings[len(sent)]
+        sent.append((coding, data))
+        return web.Response(status=429, body=data, headers={"Content-Encoding": coding})
+
+    fake.handler = answer
+    reached = []
+    for n, (_, data) in enumerate(codings, 1):
+        headers = {**CLIENT, "chatgpt-account-id": f"account-{n}"}
+        async with client.post(proxy.make_url(LEGACY), headers=headers, data=b"{}") as response:
+            assert await response.read() == data  # as it came, whatever the proxy read
+        await recorder(proxy).wait_ended(n)
+        accounts = (await usage_of(client, proxy))["accounts"]
+        reached.append(any(a["account"] == redact.marker(f"account-{n}") for a in accounts))
+    assert reached == [True, True, True, False, False, False, False, False]
+    assert [coding for coding, _ in sent] == [coding for coding, _ in codings]
+
+
+async def test_an_exchange_without_an_account_id_is_kept_as_such(
+    proxy: RunningProxy, fake: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    streams_with(fake, lambda: quota(30))
+    async with client.post(proxy.make_url(LEGACY), data=b"{}") as response:
+        await response.read()
+    await recorder(proxy).wait_ended()
+    [account] = (await usage_of(client, proxy))["accounts"]
+    assert account["account"] == "[no account id]"

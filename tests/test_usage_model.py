@@ -205,8 +205,13 @@ def test_the_ledger_warns_once_at_80_and_95_and_when_the_limit_is_reached() -> N
     ledger = Ledger()
     said = []
     for percent in (10, 79.9, 80, 81, 90, 95, 96, 99, 100, 100, 100):
-        notices = ledger.record("[redacted #3a8254]", window(percent), source="headers",
-                                request_id=f"r{percent}", now=NOW)  # fmt: skip
+        notices = ledger.record(
+            "[redacted #3a8254]",
+            window(percent),
+            source="headers",
+            request_id=f"r{percent}",
+            now=NOW,
+        )
         said += [(percent, notice.message) for notice in notices]
     when = f"at {usage_text.clock(RESET, NOW)} (in 2 h 11 min)"
     assert said == [
@@ -218,11 +223,13 @@ def test_the_ledger_warns_once_at_80_and_95_and_when_the_limit_is_reached() -> N
     reached = Report(reached=Reached("codex", RESET + 30))
     assert ledger.record("[redacted #3a8254]", reached, source="429", request_id="x", now=NOW) == []
     later = RESET + 5 * 3600
-    fresh = ledger.record("[redacted #3a8254]", window(3, later), source="headers",
-                          request_id="y", now=NOW)  # fmt: skip
+    fresh = ledger.record(
+        "[redacted #3a8254]", window(3, later), source="headers", request_id="y", now=NOW
+    )
     assert fresh == []
-    again = ledger.record("[redacted #3a8254]", window(85, later), source="headers",
-                          request_id="z", now=NOW)  # fmt: skip
+    again = ledger.record(
+        "[redacted #3a8254]", window(85, later), source="headers", request_id="z", now=NOW
+    )
     assert [notice.fields for notice in again] == [
         {
             "account": "[redacted #3a8254]",
@@ -239,9 +246,12 @@ def test_the_ledger_warns_once_at_80_and_95_and_when_the_limit_is_reached() -> N
 def test_a_429_alone_warns_and_lifts_with_a_later_answer() -> None:
     ledger = Ledger()
     notices = ledger.record(
-        "[redacted #3a8254]", Report(reached=Reached("codex", RESET)), source="429",
-        request_id="a", now=NOW,
-    )  # fmt: skip
+        "[redacted #3a8254]",
+        Report(reached=Reached("codex", RESET)),
+        source="429",
+        request_id="a",
+        now=NOW,
+    )
     assert [n.message for n in notices] == [
         f"plan limit reached for account [redacted #3a8254]; resets at "
         f"{usage_text.clock(RESET, NOW)} (in 2 h 11 min)"
@@ -352,10 +362,20 @@ def test_clock_resets_bar_and_counts() -> None:
 
 def test_the_usage_command_s_lines() -> None:
     ledger = Ledger()
-    ledger.record("[redacted #3a8254]", usage.from_headers(HEADERS, now=NOW) or Report(),
-                  source="headers", request_id="req_1", now=NOW - 12)  # fmt: skip
-    ledger.record("[redacted #3a8254]", Report(reached=Reached("codex_other", RESET)),
-                  source="429", request_id="req_2", now=NOW - 12)  # fmt: skip
+    ledger.record(
+        "[redacted #3a8254]",
+        usage.from_headers(HEADERS, now=NOW) or Report(),
+        source="headers",
+        request_id="req_1",
+        now=NOW - 12,
+    )
+    ledger.record(
+        "[redacted #3a8254]",
+        Report(reached=Reached("codex_other", RESET)),
+        source="429",
+        request_id="req_2",
+        now=NOW - 12,
+    )
     lines = usage_text.lines(ledger.view(NOW))
     clock, week = usage_text.clock(RESET, NOW), usage_text.clock(WEEK, NOW)
     rows = [
@@ -382,3 +402,102 @@ def test_the_usage_command_s_lines() -> None:
 )
 def test_credits_in_words(credits: dict[str, Any], said: str) -> None:
     assert usage_text.credits_text(credits) == said
+
+
+def test_a_reading_without_its_reset_keeps_the_window_s_last_one() -> None:
+    ledger = Ledger()
+    ledger.record("[redacted #3a8254]", window(42), source="headers", request_id="a", now=NOW)
+    bare = Report(readings=(Reading("codex", None, Window(100.0)),))
+    ledger.record("[redacted #3a8254]", bare, source="429", request_id="b", now=NOW)
+    [shown] = ledger.view(NOW)["accounts"][0]["limits"][0]["windows"]
+    assert (shown["used_percent"], shown["minutes"], shown["resets_at"]) == (100.0, 300, RESET)
+
+
+def test_a_meter_keeps_the_latest_reports_and_a_bounded_body() -> None:
+    meter = usage.Meter(body=bytearray(), body_limit=10)
+    for n in range(12):
+        meter.add(window(n))
+        meter.keep(b"abcdef")
+    assert [r.readings[0].primary.used_percent for r in meter.reports] == list(range(4, 12))  # type: ignore[union-attr]
+    assert meter.body == bytearray(b"abcdefabcd")
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ("not an object", None),
+        (
+            {"x-codex-credits-has-credits": True, "x-codex-credits-unlimited": False},
+            Report(credits=Credits(has_credits=True, unlimited=False)),
+        ),
+        (
+            {"x-codex-primary-used-percent": 55.5, "x-codex-primary-reset-at": [1]},
+            Report(readings=(Reading("codex", None, Window(55.5)),)),
+        ),
+    ],
+)
+def test_json_headers_of_an_error_message(headers: object, expected: Report | None) -> None:
+    assert usage.from_json_headers(headers, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("window_json", "expected"),
+    [
+        (
+            {"used_percent": "12", "reset_at": 1.5e9, "window_minutes": 300.0},
+            Window(12.0, 300, 1500000000),
+        ),
+        ({"used_percent": None}, None),
+        ({"used_percent": True}, None),
+        ({"used_percent": [1]}, None),
+        ({"used_percent": 5, "reset_at": float("inf"), "window_minutes": "x" * 30}, Window(5.0)),
+        ({"used_percent": 5, "reset_at": -1}, Window(5.0)),
+    ],
+)
+def test_event_windows_take_numbers_in_any_json_shape(
+    window_json: dict[str, Any], expected: Window | None
+) -> None:
+    event = {"type": "codex.rate_limits", "rate_limits": {"primary": window_json}}
+    report = usage.from_event(event, now=NOW)
+    assert report is not None
+    found = report.readings[0].primary if report.readings else None
+    assert found == expected
+
+
+def test_the_usage_lines_of_a_stale_window_and_credits_alone() -> None:
+    view = {
+        "now": NOW,
+        "accounts": [
+            {
+                "account": "a",
+                "seen_at": NOW,
+                "source": "headers",
+                "request_id": "1",
+                "limits": [],
+                "credits": {"unlimited": True},
+            },
+            {
+                "account": "b",
+                "seen_at": NOW,
+                "source": "headers",
+                "request_id": "2",
+                "limits": [
+                    {
+                        "family": "codex",
+                        "name": None,
+                        "reached": None,
+                        "windows": [
+                            {"label": "5h", "used_percent": 50, "resets_at": None, "stale": True}
+                        ],
+                    }
+                ],
+            },
+        ],
+    }
+    assert usage_text.lines(view) == [
+        "account a · seen just now (headers, request 1)",
+        "  Credits:  unlimited",
+        "",
+        "account b · seen just now (headers, request 2)",
+        "  5h limit:  [██████████░░░░░░░░░░] 50% used; not seen since",
+    ]
