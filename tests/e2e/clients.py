@@ -142,9 +142,12 @@ def client_env(home: Path, *, network: bool = False, **extra: str) -> dict[str, 
     return env | extra
 
 
-def codex_exec(home: Path, base_url: str, *, timeout: float = 90) -> Command:
+def codex_exec(
+    home: Path, base_url: str, *, timeout: float = 90, json_events: bool = False
+) -> Command:
     """`codex exec` with a ChatGPT login and `openai_base_url = base_url` in config.toml
-    (the only way 0.169.0 takes a base URL; OPENAI_BASE_URL is ignored)."""
+    (the only way 0.169.0 takes a base URL; OPENAI_BASE_URL is ignored); `json_events`:
+    with `--json`, its events (turn.completed's token usage) as JSON lines on stdout."""
     codex_home = home / ".codex"
     token = fake_jwt()
     tokens = {
@@ -172,7 +175,8 @@ def codex_exec(home: Path, base_url: str, *, timeout: float = 90) -> Command:
     work.mkdir()
     binary = CODEX.folder / "node_modules/@openai/codex-linux-x64/vendor"
     binary = binary / "x86_64-unknown-linux-musl/bin/codex"
-    argv = [str(binary), "exec", "--skip-git-repo-check", "say hi"]
+    argv = [str(binary), "exec", *(["--json"] if json_events else []), "--skip-git-repo-check"]
+    argv.append("say hi")
     env = client_env(home, CODEX_HOME=str(codex_home), RUST_LOG="warn")
     return Command("codex exec", argv, env, work, timeout)
 

@@ -12,6 +12,10 @@
 - `lockstep`: each SSE event waits until the client says it got the previous one (`ack`),
   so a buffering hop shows up as a missed acknowledgement instead of passing.
 - Codex's side calls: `wham/accounts/check` answers one account; anything else is 404.
+- Plan usage, when a test sets it: `usage_headers` on every Responses answer (the SSE
+  stream, the WebSocket 101, a 429), `rate_limits` as a `codex.rate_limits` message
+  before each WebSocket response, and `usage_limit`: every POST answered 429 with it as
+  the body's `error` (`usage_limit_reached`).
 """
 
 from __future__ import annotations
@@ -95,6 +99,9 @@ class FakeChatGPT:
     refuse_websocket: bool = False
     stream_error: str | None = None
     lockstep: bool = False
+    usage_headers: dict[str, str] = field(default_factory=dict)
+    rate_limits: dict[str, Any] | None = None
+    usage_limit: dict[str, Any] | None = None
     received: list[Received] = field(default_factory=list)
     acked: set[int] = field(default_factory=set)
     missed_acks: list[int] = field(default_factory=list)
@@ -167,6 +174,10 @@ class FakeChatGPT:
         return await self.websocket(request, seen)
 
     async def stream(self, request: web.Request, seen: Received) -> web.StreamResponse:
+        if self.usage_limit is not None:
+            return web.json_response(
+                {"error": self.usage_limit}, status=429, headers=self.usage_headers
+            )
         try:
             body = json.loads(seen.decoded_body() or b"{}")
         except ValueError as exc:
@@ -180,6 +191,7 @@ class FakeChatGPT:
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
                 "Cache-Control": "no-cache",
+                **self.usage_headers,
             }
         )
         await response.prepare(request)
@@ -205,6 +217,7 @@ class FakeChatGPT:
     async def websocket(self, request: web.Request, seen: Received) -> web.WebSocketResponse:
         seen.websocket = True
         ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024)
+        ws.headers.update(self.usage_headers)
         await ws.prepare(request)
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
@@ -213,6 +226,8 @@ class FakeChatGPT:
             frame = json.loads(message.data)
             seen.frames_in.append(frame)
             if frame.get("type") == "response.create":
+                if self.rate_limits is not None:
+                    await ws.send_str(json.dumps({"type": "codex.rate_limits", **self.rate_limits}))
                 for event in response_events(frame, answer=self.answer, png=self.png):
                     await ws.send_str(json.dumps(event, separators=(",", ":")))
         return ws

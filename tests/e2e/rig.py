@@ -149,6 +149,15 @@ class Rig:
         self.steps[name] = step
         return step
 
+    async def plan_usage(self) -> bytes:
+        """What the proxy says of the plan's usage (`/_proxy/usage`), asked of it directly."""
+        assert self.proxy is not None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.proxy.port}/_proxy/usage") as response,
+        ):
+            return await response.read()
+
     async def inspected(self) -> dict[str, bytes]:
         """What the inspector (`--inspector`) serves of each exchange still in its ring, as
         the page fetches it: `inspector N` is exchange N's content, `inspector N image K`

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -88,6 +89,46 @@ async def codex(rig: Rig) -> None:
         await rig.step("http", codex_exec(home, rig.via_proxy))
 
 
+async def codex_usage(rig: Rig) -> None:
+    """The fake says how much of the plan is used (headers on every answer, a
+    codex.rate_limits message in each WebSocket response, then a 429): each step keeps
+    what Codex wrote of it (its rollout file: the rate limits it shows in /status) and
+    what the proxy says (`/_proxy/usage`)."""
+    now = int(time.time())
+    primary, secondary = now + 2 * 3600 + 11 * 60 + 30, now + 4 * 86400
+    rig.fake.usage_headers = {
+        "x-codex-primary-used-percent": "42",
+        "x-codex-primary-window-minutes": "300",
+        "x-codex-primary-reset-at": str(primary),
+        "x-codex-secondary-used-percent": "12",
+        "x-codex-secondary-window-minutes": "10080",
+        "x-codex-secondary-reset-at": str(secondary),
+        "x-codex-plan-type": "plus",
+        "x-codex-credits-has-credits": "true",
+        "x-codex-credits-unlimited": "false",
+        "x-codex-credits-balance": "38",
+    }
+    rig.fake.rate_limits = {
+        "plan_type": "plus",
+        "rate_limits": {
+            "primary": {"used_percent": 64, "window_minutes": 300, "reset_at": primary},
+            "secondary": {"used_percent": 21, "window_minutes": 10080, "reset_at": secondary},
+        },
+        "credits": {"has_credits": True, "unlimited": False, "balance": "37"},
+    }
+    for name, refuse in (("websocket", False), ("http", True), ("limit", True)):
+        rig.fake.refuse_websocket = refuse
+        if name == "limit":
+            rig.fake.usage_headers["x-codex-primary-used-percent"] = "100"
+            rig.fake.usage_headers["x-codex-active-limit"] = "codex"
+            rig.fake.usage_limit = {"type": "usage_limit_reached", "resets_at": primary}
+        with temporary_home("codex-usage") as home:
+            step = await rig.step(name, codex_exec(home, rig.via_proxy, json_events=True))
+            rollouts = sorted((home / ".codex" / "sessions").glob("**/rollout-*.jsonl"))
+            step.run.files["rollout"] = b"".join(path.read_bytes() for path in rollouts)
+        step.run.files["proxy usage"] = await rig.plan_usage()
+
+
 def acknowledge(rig: Rig, line: str) -> None:
     """An `EVENT <seq> …` line from the SDK program: the fake may send the next event."""
     kind, _, rest = line.partition("\t")
@@ -136,6 +177,7 @@ SCENARIOS = {
             openclaw_latest,
         ),
         Scenario("codex", "codex", (CODEX,), codex),
+        Scenario("codex_usage", "codex", (CODEX,), codex_usage),
         Scenario("openai_python", "openai-python", (OPENAI_PY,), partial(sdk, "python")),
         Scenario("openai_js", "openai-js", (OPENAI_JS, NODE22), partial(sdk, "js")),
     )
