@@ -99,7 +99,9 @@ class CaptureSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsSection:
-    enabled: bool = setting(True, "serve Prometheus metrics at /_proxy/metrics")
+    enabled: bool = setting(
+        True, "serve Prometheus metrics at /_proxy/metrics and plan usage at /_proxy/usage"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
