@@ -24,8 +24,6 @@ from tests.test_inspector_browser import LIVE_MS, browser, open_inspector
 __all__ = ["browser"]  # the fixture, shared with the other browser tests
 
 ZONE = "Asia/Kolkata"  # +05:30: a local time no UTC reading could pass for
-RESET = int(time.time()) + 2 * 3600 + 11 * 60 + 30
-WEEKLY_RESET = int(time.time()) + 3 * 86400 + 4 * 3600 + 30
 USAGE = {
     "input_tokens": 12345,
     "input_tokens_details": {"cached_tokens": 8000},
@@ -38,14 +36,21 @@ def local(at: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(at, zoneinfo.ZoneInfo(ZONE))
 
 
-def plan_upstream(fake: FakeUpstream) -> None:
+def resets() -> tuple[int, int]:
+    """When the 5-hour and the weekly windows start anew: 2 h 11 min and 3 d 4 h from now
+    (and half a minute, for the test's own time)."""
+    now = int(time.time())
+    return now + 2 * 3600 + 11 * 60 + 30, now + 3 * 86400 + 4 * 3600 + 30
+
+
+def plan_upstream(fake: FakeUpstream, reset: int, weekly_reset: int) -> None:
     """A stream whose head says 42% of 5h and 12% of the week; a POST with x-test-limit
     gets a 429 usage_limit_reached instead."""
 
     async def answer(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
         if request.headers.get("x-test-limit"):
-            body = {"error": {"type": "usage_limit_reached", "resets_at": RESET}}
+            body = {"error": {"type": "usage_limit_reached", "resets_at": reset}}
             return web.json_response(
                 body,
                 status=429,
@@ -56,10 +61,10 @@ def plan_upstream(fake: FakeUpstream) -> None:
                 "Content-Type": "text/event-stream",
                 "x-codex-primary-used-percent": "42",
                 "x-codex-primary-window-minutes": "300",
-                "x-codex-primary-reset-at": str(RESET),
+                "x-codex-primary-reset-at": str(reset),
                 "x-codex-secondary-used-percent": "12",
                 "x-codex-secondary-window-minutes": "10080",
-                "x-codex-secondary-reset-at": str(WEEKLY_RESET),
+                "x-codex-secondary-reset-at": str(weekly_reset),
                 "x-codex-plan-type": "plus",
                 "x-codex-credits-has-credits": "true",
                 "x-codex-credits-unlimited": "false",
@@ -86,7 +91,8 @@ async def test_the_usage_strip_bars_local_resets_plan_credits_and_a_limit_reache
     tmp_path: Path,
 ) -> None:
     inspected = await start_proxy(inspector={"enabled": True})
-    plan_upstream(fake)
+    reset, weekly_reset = resets()
+    plan_upstream(fake, reset, weekly_reset)
     view = await open_inspector(browser, inspected, timezone=ZONE)
     page = view.page
     strip = page.locator("#plan")
@@ -97,7 +103,7 @@ async def test_the_usage_strip_bars_local_resets_plan_credits_and_a_limit_reache
     await recorder(inspected).wait_ended()
     windows = strip.locator(".window")
     await expect(windows).to_have_count(2, timeout=LIVE_MS)
-    five, week = local(RESET), local(WEEKLY_RESET)
+    five, week = local(reset), local(weekly_reset)
     await expect(windows.nth(0)).to_have_text(f"5h42% used, resets at {five:%H:%M} (in 2 h 11 min)")
     await expect(windows.nth(1)).to_have_text(
         f"weekly12% used, resets at {week:%H:%M} on {week.day} {week:%b} (in 3 d 4 h)"

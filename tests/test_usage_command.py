@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -23,8 +24,6 @@ from tests.proc import ProxyProcess, run_cli, start_proxy_process
 ACCOUNT = "3f2e1d0c-aaaa-bbbb-cccc-ddddeeeeffff"
 MARKER = redact.marker(ACCOUNT)
 HEADERS = {"Authorization": "Bearer sk-usage-command-0123456789", "chatgpt-account-id": ACCOUNT}
-RESET = int(time.time()) + 2 * 3600 + 11 * 60 + 30
-WEEKLY_RESET = int(time.time()) + 4 * 86400 + 30
 TZ = "UTC"
 ENVIRON = {
     **{k: v for k, v in os.environ.items() if not k.startswith("CODEX_PATH_PROXY_")},
@@ -32,8 +31,11 @@ ENVIRON = {
 }
 
 
-def limited(fake: FakeUpstream) -> None:
-    """Every answer streams, with 42% of 5h and 12% of the week in its head."""
+def limited(fake: FakeUpstream) -> tuple[int, int]:
+    """Every answer streams, with 42% of 5h and 12% of the week in its head; when the two
+    windows start anew (2 h 11 min and 4 d from now, and half a minute)."""
+    now = int(time.time())
+    reset, weekly_reset = now + 2 * 3600 + 11 * 60 + 30, now + 4 * 86400 + 30
 
     async def answer(request: web.Request) -> web.StreamResponse:
         await fake.record(request)
@@ -42,10 +44,10 @@ def limited(fake: FakeUpstream) -> None:
                 "Content-Type": "text/event-stream",
                 "x-codex-primary-used-percent": "42",
                 "x-codex-primary-window-minutes": "300",
-                "x-codex-primary-reset-at": str(RESET),
+                "x-codex-primary-reset-at": str(reset),
                 "x-codex-secondary-used-percent": "12",
                 "x-codex-secondary-window-minutes": "10080",
-                "x-codex-secondary-reset-at": str(WEEKLY_RESET),
+                "x-codex-secondary-reset-at": str(weekly_reset),
                 "x-codex-plan-type": "plus",
             }
         )
@@ -57,6 +59,7 @@ def limited(fake: FakeUpstream) -> None:
         return response
 
     fake.handler = answer
+    return reset, weekly_reset
 
 
 async def ended(proxy: ProxyProcess) -> None:
@@ -75,7 +78,7 @@ async def through(proxy: ProxyProcess, client: aiohttp.ClientSession) -> None:
 async def test_the_usage_command_prints_bars_and_json_for_scripts(
     fake: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
-    limited(fake)
+    reset, _ = limited(fake)
     proxy = await start_proxy_process("--upstream", fake.url, env={"TZ": TZ})
     try:
         port = str(proxy.port)
@@ -94,7 +97,7 @@ async def test_the_usage_command_prints_bars_and_json_for_scripts(
         assert lines[1].startswith(f"account {MARKER} · plan plus · seen ")
         assert lines[1].endswith(" (headers, request " + lines[1].rsplit("request ", 1)[1])
         # The reset times in this machine's local time (TZ=UTC here).
-        five = time.strftime("%H:%M", time.gmtime(RESET))
+        five = time.strftime("%H:%M", time.gmtime(reset))
         assert lines[2] == (
             f"  5h limit:      [████████░░░░░░░░░░░░] 42% used, resets at {five} (in 2 h 11 min)"
         )
@@ -159,7 +162,7 @@ async def test_doctor_reports_the_last_usage_seen(
     found = await run_doctor(home, fake.url, proxy.port)
     where = f"http://127.0.0.1:{proxy.port}/_proxy/usage"
     assert line(found, where).says == "no answer through it has carried plan usage yet"
-    limited(fake)
+    reset, weekly_reset = limited(fake)
     url = proxy.make_url("/backend-api/responses")
     for account in (ACCOUNT, "another-account-id"):
         headers = {**HEADERS, "chatgpt-account-id": account}
@@ -171,18 +174,23 @@ async def test_doctor_reports_the_last_usage_seen(
     assert usage.status is Status.INFO
     now = time.time()
     newest = redact.marker("another-account-id")
-    assert usage.says == (
+    # Without the times, which a second or a minute may turn between the two readings.
+    countdown = re.compile(r" \(in [^)]*\)")
+    assert re.match(r"last usage seen (just now|\d+ s ago), account ", usage.says)
+    expected = (
         f"last usage seen just now, account {newest} (plus): "
-        f"5h 42% used, resets {usage_text.resets(RESET, now)}; "
-        f"weekly 12% used, resets {usage_text.resets(WEEKLY_RESET, now)}; "
+        f"5h 42% used, resets {usage_text.resets(reset, now)}; "
+        f"weekly 12% used, resets {usage_text.resets(weekly_reset, now)}; "
         "and 1 other account (`codex-path-proxy usage`)"
     )
+    said = usage.says.split(", account ", 1)[1]
+    assert countdown.sub("", said) == countdown.sub("", expected.split(", account ", 1)[1])
 
 
 async def test_a_capture_holds_the_exchange_s_usage(
     start_proxy: StartProxy, fake: FakeUpstream, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    limited(fake)
+    reset, weekly_reset = limited(fake)
     proxy = await start_proxy(capture={"dir": str(tmp_path / "captures")})
     async with client.post(
         proxy.make_url("/backend-api/responses"), headers=HEADERS, data=b"{}"
@@ -197,12 +205,12 @@ async def test_a_capture_holds_the_exchange_s_usage(
         "tokens": {"input": 10, "cached": 0, "output": 2, "reasoning": 0},
         "account": MARKER,
         "limits": [
-            {"family": "codex", "window": "5h", "used_percent": 42.0, "resets_at": RESET},
+            {"family": "codex", "window": "5h", "used_percent": 42.0, "resets_at": reset},
             {
                 "family": "codex",
                 "window": "weekly",
                 "used_percent": 12.0,
-                "resets_at": WEEKLY_RESET,
+                "resets_at": weekly_reset,
             },
         ],
     }
