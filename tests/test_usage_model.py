@@ -7,6 +7,8 @@ import datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from proxy import usage, usage_text
 from proxy.ledger import ACCOUNTS, FAMILIES, Ledger
@@ -501,3 +503,75 @@ def test_the_usage_lines_of_a_stale_window_and_credits_alone() -> None:
         "account b · seen just now (headers, request 2)",
         "  5h limit:  [██████████░░░░░░░░░░] 50% used; not seen since",
     ]
+
+
+HEADER_NAMES = st.sampled_from(
+    [name for name, _ in HEADERS]
+    + [
+        b"x-codex-active-limit",
+        b"x-codex-other-secondary-used-percent",
+        b"x-a-primary-used-percent",
+    ]
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=20), inner, max_size=6)
+    ),
+    max_leaves=30,
+)
+KEYS = st.sampled_from(
+    [
+        "type",
+        "rate_limits",
+        "primary",
+        "secondary",
+        "used_percent",
+        "window_minutes",
+        "reset_at",
+        "reset_after_seconds",
+        "credits",
+        "has_credits",
+        "unlimited",
+        "balance",
+        "plan_type",
+        "error",
+        "resets_at",
+        "resets_in_seconds",
+        "rate_limit",
+        "primary_window",
+        "limit_reached",
+        "limit_window_seconds",
+        "additional_rate_limits",
+        "metered_feature",
+        "limit_name",
+        "input_tokens",
+        "output_tokens",
+        "input_tokens_details",
+        "cached_tokens",
+    ]
+)
+SHAPED = st.recursive(
+    JSON,
+    lambda inner: st.dictionaries(KEYS, inner, max_size=8) | st.lists(inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(HEADER_NAMES | st.binary(max_size=40), st.binary(max_size=80)), max_size=12)
+)
+def test_no_header_list_makes_the_reader_raise(headers: list[tuple[bytes, bytes]]) -> None:
+    # It runs on the forwarding path, outside any observer's guard.
+    usage.from_headers(headers, now=NOW)
+
+
+@settings(max_examples=300, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(SHAPED, SHAPED)
+def test_no_json_makes_a_reader_raise(event: Any, headers: Any) -> None:
+    found = event if isinstance(event, dict) else {"type": "codex.rate_limits", "x": event}
+    usage.from_event({**found, "type": "codex.rate_limits"}, now=NOW)
+    usage.from_error(found, usage.from_json_headers(headers, now=NOW), now=NOW)
+    usage.from_wham(found, now=NOW)
+    usage.tokens(event)
