@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -29,6 +30,9 @@ from proxy.ledger import Ledger
 from proxy.usage import Report, Tokens
 
 NO_ACCOUNT = "[no account id]"
+# A request body names its model near its start (Codex's and the SDKs' first key).
+MODEL_HEAD = 4096
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,100})"')
 # What a kept body may inflate to: a wham/usage answer is a few KiB.
 INFLATED = 256 * 1024
 
@@ -84,37 +88,38 @@ def _json(data: bytes, encoding: str | None) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-def _decoded(data: bytes, encoding: str) -> bytes | None:
+def _decoded(data: bytes, encoding: str, limit: int = INFLATED) -> bytes | None:
+    """At most `limit` bytes of a body (or of its start) decoded; None if it cannot be."""
     if encoding == "identity":
-        return data
+        return data[:limit]
     decoder = _DECODERS.get(encoding)
-    return None if decoder is None else decoder(data)
+    return None if decoder is None else decoder(data, limit)
 
 
-def _inflate(wbits: int) -> Callable[[bytes], bytes]:
-    return lambda data: zlib.decompressobj(wbits=wbits).decompress(data, INFLATED)
+def _inflate(wbits: int) -> Callable[[bytes, int], bytes]:
+    return lambda data, limit: zlib.decompressobj(wbits=wbits).decompress(data, limit)
 
 
-def _unbrotli(data: bytes) -> bytes | None:
+def _unbrotli(data: bytes, limit: int) -> bytes | None:
     # Imported only here: a 429 or a wham/usage answer is rare, and rarely compressed.
     import brotli  # noqa: PLC0415
 
     try:
-        return bytes(brotli.Decompressor().process(data, output_buffer_limit=INFLATED))
+        return bytes(brotli.Decompressor().process(data, output_buffer_limit=limit))[:limit]
     except brotli.error:
         return None
 
 
-def _unzstd(data: bytes) -> bytes | None:
+def _unzstd(data: bytes, limit: int) -> bytes | None:
     import zstandard  # noqa: PLC0415
 
     try:
-        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(INFLATED)
+        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(limit)
     except zstandard.ZstdError:
         return None
 
 
-_DECODERS: dict[str, Callable[[bytes], bytes | None]] = {
+_DECODERS: dict[str, Callable[[bytes, int], bytes | None]] = {
     "gzip": _inflate(zlib.MAX_WBITS | 16),
     "x-gzip": _inflate(zlib.MAX_WBITS | 16),
     "deflate": _inflate(zlib.MAX_WBITS),
@@ -135,13 +140,35 @@ class Spent:
 
 
 def tokens_of(exchange: Exchange) -> tuple[Tokens | None, str | None]:
-    """The tokens an exchange's responses reported, and their model."""
+    """The tokens an exchange's responses reported, and their model: the closing event's
+    (a WebSocket session's last), else the one its request body names when that body was
+    kept anyway (capture, the inspector)."""
     sse, meter = exchange.sse, exchange.meter
-    if sse is not None and sse.usage is not None:
-        return usage.tokens(sse.usage), sse.model
+    tokens = usage.tokens(sse.usage) if sse is not None and sse.usage is not None else None
+    model = sse.model if sse is not None else None
     if meter is not None:
-        return meter.tokens, meter.model
-    return None, sse.model if sse is not None else None
+        tokens = tokens or meter.tokens
+        model = model or meter.model
+    if model is None and exchange.bodies is not None:
+        # Read once: an empty name says it was looked for.
+        meter = exchange.meter = meter or usage.Meter()
+        meter.model = model = request_model(exchange)
+    return tokens, model or None
+
+
+def request_model(exchange: Exchange) -> str:
+    """The model a kept request body names, from its first bytes decoded ("" if none)."""
+    assert exchange.bodies is not None
+    kept = exchange.bodies.request
+    if not kept.kept:
+        return ""
+    encoding = (exchange.request_header("Content-Encoding") or "identity").strip().lower()
+    try:
+        head = _decoded(bytes(kept.data[:MODEL_HEAD]), encoding, MODEL_HEAD)
+    except (zlib.error, OSError):
+        head = None
+    found = _MODEL.search(head) if head is not None else None
+    return found.group(1).decode("utf-8", "replace") if found else ""
 
 
 def of(exchange: Exchange) -> Spent | None:

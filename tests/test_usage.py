@@ -11,6 +11,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -546,3 +547,38 @@ async def test_an_exchange_without_an_account_id_is_kept_as_such(
     await recorder(proxy).wait_ended()
     [account] = (await usage_of(client, proxy))["accounts"]
     assert account["account"] == "[no account id]"
+
+
+async def test_a_kept_request_body_names_the_model_when_the_answer_does_not(
+    start_proxy: StartProxy, fake: FakeUpstream, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """With capture on, the request body is kept anyway: a stream cut before its closing
+    event still says its model (read from the body's start, decoded)."""
+    proxy = await start_proxy(capture={"dir": str(tmp_path)})
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await fake.record(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(sse_event("response.output_text.delta", {"delta": "hi"}))
+        await response.write_eof()  # no closing event: no model from the answer
+        return response
+
+    fake.handler = answer
+    body = json.dumps({"model": "gpt-6.1-sol", "input": "x" * 10000}).encode()
+    sent = [
+        ({}, body),
+        ({"Content-Encoding": "zstd"}, zstandard.ZstdCompressor().compress(body)),
+        ({"Content-Encoding": "gzip"}, gzip.compress(body)),
+        ({"Content-Encoding": "zstd"}, b"not zstd at all"),
+        ({}, b'{"input": "no model"}'),
+    ]
+    with capture_logs() as logs:
+        for n, (headers, data) in enumerate(sent, 1):
+            async with client.post(
+                proxy.make_url(LEGACY), headers={**CLIENT, **headers}, data=data
+            ) as response:
+                await response.read()
+            await recorder(proxy).wait_ended(n)
+    models = [line.get("model") for line in exchange_lines(logs)]
+    assert models == ["gpt-6.1-sol", "gpt-6.1-sol", "gpt-6.1-sol", None, None]
