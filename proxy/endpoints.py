@@ -91,7 +91,17 @@ def create_app(
         router.add_get(PREFIX + "metrics", serve_metrics)
         ledger, clock = metrics.usage.ledger, metrics.usage.clock
 
-        async def plan_usage(_: web.Request) -> web.Response:
+        async def plan_usage(request: web.Request) -> web.Response:
+            # As the inspector's pages: a web page that rebinds its own name to this
+            # address reads nothing (the accounts' fingerprints, their plans).
+            from proxy.inspector.routes import addressed_to_us  # noqa: PLC0415
+
+            if not addressed_to_us(request):
+                return error_response(
+                    403,
+                    "forbidden",
+                    f"{PREFIX}usage answers only requests addressed to a loopback host",
+                )
             return web.json_response(ledger.view(clock()))
 
         router.add_get(PREFIX + "usage", plan_usage)

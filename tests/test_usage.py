@@ -28,7 +28,7 @@ from proxy.log import ExchangeLine
 from proxy.metrics import Metrics
 from proxy.usage import Report, Tokens
 from tests.fake_upstream import FakeUpstream, sse_event
-from tests.harness import RunningProxy, StartProxy, recorder
+from tests.harness import RunningProxy, StartProxy, parse_response, raw_request, recorder
 
 LEGACY = "/backend-api/responses"
 CANONICAL = "/backend-api/codex/responses"
@@ -48,14 +48,17 @@ USAGE = {
 Line = MutableMapping[str, Any]
 
 
-def quota(primary: float, secondary: float = 12) -> dict[str, str]:
+def quota(
+    primary: float, secondary: float = 12, *, reset: int = RESET, weekly_reset: int = WEEKLY_RESET
+) -> dict[str, str]:
+    """The usage headers of an answer: the 5-hour and the weekly windows, plus, 38 credits."""
     return {
         "x-codex-primary-used-percent": f"{primary:g}",
         "x-codex-primary-window-minutes": "300",
-        "x-codex-primary-reset-at": str(RESET),
+        "x-codex-primary-reset-at": str(reset),
         "x-codex-secondary-used-percent": f"{secondary:g}",
         "x-codex-secondary-window-minutes": "10080",
-        "x-codex-secondary-reset-at": str(WEEKLY_RESET),
+        "x-codex-secondary-reset-at": str(weekly_reset),
         "x-codex-plan-type": "plus",
         "x-codex-credits-has-credits": "true",
         "x-codex-credits-unlimited": "false",
@@ -582,3 +585,17 @@ async def test_a_kept_request_body_names_the_model_when_the_answer_does_not(
             await recorder(proxy).wait_ended(n)
     models = [line.get("model") for line in exchange_lines(logs)]
     assert models == ["gpt-6.1-sol", "gpt-6.1-sol", "gpt-6.1-sol", None, None]
+
+
+async def test_usage_answers_only_requests_addressed_to_a_loopback_host(
+    proxy: RunningProxy,
+) -> None:
+    """A web page that rebinds its own name to 127.0.0.1 reads no account's usage."""
+    for host, status in (("evil.example", 403), ("localhost:1", 200), ("[::1]", 200)):
+        answer = parse_response(
+            await raw_request(
+                proxy.port,
+                f"GET /_proxy/usage HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode(),
+            )
+        )
+        assert answer.status == status, host

@@ -20,6 +20,7 @@ from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import StartProxy, recorder
 from tests.test_inspector import ACCOUNT, CLIENT_HEADERS, LEGACY
 from tests.test_inspector_browser import LIVE_MS, browser, open_inspector
+from tests.test_usage import quota
 
 __all__ = ["browser"]  # the fixture, shared with the other browser tests
 
@@ -59,16 +60,7 @@ def plan_upstream(fake: FakeUpstream, reset: int, weekly_reset: int) -> None:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
-                "x-codex-primary-used-percent": "42",
-                "x-codex-primary-window-minutes": "300",
-                "x-codex-primary-reset-at": str(reset),
-                "x-codex-secondary-used-percent": "12",
-                "x-codex-secondary-window-minutes": "10080",
-                "x-codex-secondary-reset-at": str(weekly_reset),
-                "x-codex-plan-type": "plus",
-                "x-codex-credits-has-credits": "true",
-                "x-codex-credits-unlimited": "false",
-                "x-codex-credits-balance": "38",
+                **quota(42, reset=reset, weekly_reset=weekly_reset),
             }
         )
         await response.prepare(request)

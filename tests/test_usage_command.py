@@ -20,6 +20,7 @@ from tests.doctor_homes import line, run_doctor
 from tests.fake_upstream import FakeUpstream, sse_event
 from tests.harness import StartProxy, capture_of, recorder
 from tests.proc import ProxyProcess, run_cli, start_proxy_process
+from tests.test_usage import quota
 
 ACCOUNT = "3f2e1d0c-aaaa-bbbb-cccc-ddddeeeeffff"
 MARKER = redact.marker(ACCOUNT)
@@ -42,13 +43,7 @@ def limited(fake: FakeUpstream) -> tuple[int, int]:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
-                "x-codex-primary-used-percent": "42",
-                "x-codex-primary-window-minutes": "300",
-                "x-codex-primary-reset-at": str(reset),
-                "x-codex-secondary-used-percent": "12",
-                "x-codex-secondary-window-minutes": "10080",
-                "x-codex-secondary-reset-at": str(weekly_reset),
-                "x-codex-plan-type": "plus",
+                **quota(42, reset=reset, weekly_reset=weekly_reset),
             }
         )
         await response.prepare(request)
@@ -103,7 +98,7 @@ async def test_the_usage_command_prints_bars_and_json_for_scripts(
         )
         assert lines[3].startswith("  Weekly limit:  [██░░░░░░░░░░░░░░░░░░] 12% used, resets at ")
         assert lines[3].endswith("(in 4 d)")
-        assert len(lines) == 4
+        assert lines[4:] == ["  Credits:       38 credits"]
         assert ACCOUNT not in out
 
         code, out, err = await run_cli("usage", "--json", "--port", port, environ=ENVIRON)

@@ -40,27 +40,25 @@ async def healthz(origin: Address) -> Answer | str:
 async def running(origin: Address) -> dict[str, object] | None:
     """What the proxy there says of itself (GET /_proxy/version); None from a proxy too
     old to say, or from something else."""
-    answer = await ask(origin, VERSION)
-    if not isinstance(answer, Answer) or answer.status != 200:
-        return None
-    try:
-        about = json.loads(answer.body)
-    except ValueError:
-        return None
-    return about if isinstance(about, dict) and "version" in about else None
+    return await _object(origin, VERSION, "version")
 
 
 async def plan_usage(origin: Address) -> dict[str, Any] | None:
     """What the proxy there has seen of the plan's usage (GET /_proxy/usage); None from
     a proxy that does not say (too old, or metrics off)."""
-    answer = await ask(origin, USAGE)
+    return await _object(origin, USAGE, "accounts")
+
+
+async def _object(origin: Address, path: str, key: str) -> dict[str, Any] | None:
+    """A 200 JSON object with `key` in it, at `path` there; else None."""
+    answer = await ask(origin, path)
     if not isinstance(answer, Answer) or answer.status != 200:
         return None
     try:
         found = json.loads(answer.body)
     except ValueError:
         return None
-    return found if isinstance(found, dict) and "accounts" in found else None
+    return found if isinstance(found, dict) and key in found else None
 
 
 async def ask(origin: Address, path: str) -> Answer | str:
