@@ -51,7 +51,11 @@ def create_proxy(
     tunnels: set[Tunnel] = set()
     metrics = None
     if settings.metrics.enabled:
-        metrics = Metrics(in_flight=lambda: lifecycle.in_flight, sessions=lambda: len(tunnels))
+        metrics = Metrics(
+            in_flight=lambda: lifecycle.in_flight,
+            sessions=lambda: len(tunnels),
+            account_label=settings.metrics.account_label,
+        )
         observers.append(metrics)
     inspector = None
     if settings.inspector.enabled:

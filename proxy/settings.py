@@ -102,6 +102,9 @@ class MetricsSection:
     enabled: bool = setting(
         True, "serve Prometheus metrics at /_proxy/metrics and plan usage at /_proxy/usage"
     )
+    account_label: bool = setting(
+        False, "label the plan gauges with the account's fingerprint: a series per account"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
