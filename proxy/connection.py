@@ -50,6 +50,10 @@ LINGER_SECONDS = 5.0
 class HeadRefusedError(FramingError):
     """A head read whole, and unfit to be a request (a missing or repeated Host)."""
 
+    def __init__(self, message: str, *, head_only: bool) -> None:
+        super().__init__(message)
+        self.head_only = head_only  # a HEAD request's answer ends at its head
+
 
 class Reading(enum.Enum):
     HEAD = "head"  # a request head, or the wait for one
@@ -126,6 +130,7 @@ class ClientConnection(asyncio.Protocol):
         "_message",
         "_reading",
         "_refusal",
+        "_refusal_head_only",
         "closed",
         "control",
         "flow",
@@ -159,6 +164,7 @@ class ClientConnection(asyncio.Protocol):
         # A malformed request's failure, said and answered once the requests before it
         # are answered.
         self._refusal: tuple[Failure, str] | None = None
+        self._refusal_head_only = False
         # Timing (see deadline): when the connection went idle (None: busy), when the last
         # body byte came, and the deadline of whatever else is timed (a head, closing).
         self.idle_since: float | None = None
@@ -281,7 +287,7 @@ class ClientConnection(asyncio.Protocol):
         self._expires = None
         problem = malformed(head)
         if problem is not None:
-            raise HeadRefusedError(problem)
+            raise HeadRefusedError(problem, head_only=head.method == b"HEAD")
         request: Request
         if reserved(head.target):
             from proxy.control import ControlRequest  # noqa: PLC0415 - rarely needed
@@ -373,14 +379,16 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         # Backpressure was that request's (its upstream could not take more): not the next's.
-        self.flow.resume_reading(BACKPRESSURE)
+        self.resume_reading(BACKPRESSURE)
         if self._refusal is not None and not requests:
-            self._refuse()
+            # Said in its turn; answered only on a connection the answer before it did not
+            # end (nothing may follow a close, or a body the close delimits).
+            self._refuse(answer=request.keep_alive)
             return
         if not request.keep_alive or (self.registry.closing and not requests):
             self.close()
             return
-        self.flow.resume_reading(WAITING)
+        self.resume_reading(WAITING)
         if requests:
             if not requests[0].started:
                 self.route.loop.call_soon(self._advance_later)
@@ -426,7 +434,13 @@ class ClientConnection(asyncio.Protocol):
         self.flow.pause_reading(reason)
 
     def resume_reading(self, reason: int = BACKPRESSURE) -> None:
-        self.flow.resume_reading(reason)
+        flow = self.flow
+        if flow.reading_paused:
+            flow.resume_reading(reason)
+            if not flow.reading_paused and self.phase is R_BODY:
+                # A stalled body is one the client holds back: time spent paused by the
+                # proxy (a request before it, an upstream not ready) is not the client's.
+                self._last_read = self.route.loop.time()
 
     def abort(self) -> None:
         self.closed = True
@@ -463,7 +477,12 @@ class ClientConnection(asyncio.Protocol):
         ):
             self.phase = R_DRAINING
             self._held.clear()
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:
+                # The peer is gone already (a reset the loop has not read yet).
+                transport.abort()
+                return
             self.flow.resume_all()
         else:
             self.phase = R_DRAINING
@@ -511,6 +530,7 @@ class ClientConnection(asyncio.Protocol):
             message = "a request header line is longer than limits.max_header_size"
         elif isinstance(exc, HeadRefusedError):
             failure, message = Failure.BAD_REQUEST, str(exc)
+            self._refusal_head_only = exc.head_only
         else:
             failure, message = Failure.BAD_REQUEST, f"malformed HTTP request: {exc}"
         self._reject(failure, message)
@@ -547,7 +567,10 @@ class ClientConnection(asyncio.Protocol):
         failure, message = self._say_refusal()
         status = failure.status
         if answer and status is not None:
-            self.transport.write(error_response(status, failure.code, message, close=True))
+            head_only = self._refusal_head_only
+            self.transport.write(
+                error_response(status, failure.code, message, close=True, head_only=head_only)
+            )
         self.close(linger=True)
 
     def _say_refusal(self) -> tuple[Failure, str]:

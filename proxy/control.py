@@ -212,7 +212,10 @@ class ControlRequest:
         status = failure.status
         assert status is not None
         if self._window is None or not self._window.wrote:
-            self.client.write(error_response(status, failure.code, message, close=True))
+            head_only = self.head.method == b"HEAD"
+            self.client.write(
+                error_response(status, failure.code, message, close=True, head_only=head_only)
+            )
         self.client.request_done(self)
 
     def decline(self, failure: Failure, message: str) -> None:

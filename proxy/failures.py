@@ -108,12 +108,16 @@ def error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": "proxy_error", "code": code}})
 
 
-def error_response(status: int, code: str, message: str, *, close: bool) -> bytes:
-    """A whole HTTP/1.1 response: the JSON error, framed by its length."""
+def error_response(
+    status: int, code: str, message: str, *, close: bool, head_only: bool = False
+) -> bytes:
+    """A whole HTTP/1.1 response: the JSON error, framed by its length. The answer to a
+    HEAD request ends at its head (RFC 9110 §9.3.2): `head_only`."""
     body = error_body(code, message)
     head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
         status,
         REASONS.get(status, b"Error"),
         len(body),
     )
-    return head + (b"Connection: close\r\n\r\n" if close else b"\r\n") + body
+    head += b"Connection: close\r\n\r\n" if close else b"\r\n"
+    return head if head_only else head + body

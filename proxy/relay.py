@@ -259,7 +259,10 @@ class Relay:
             and self.client.may_keep_alive()
         )
         self.writer.drop()
-        self.client.write(error_response(status, failure.code, message, close=not self.keep_alive))
+        close, head_only = not self.keep_alive, self.head.method == b"HEAD"
+        self.client.write(
+            error_response(status, failure.code, message, close=close, head_only=head_only)
+        )
         self._release(reusable=False)
         self.finish()
 

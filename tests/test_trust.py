@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -378,3 +380,95 @@ async def test_a_pipelined_head_left_unfinished_is_timed_from_when_its_turn_come
     assert (first.status, rest) == (200, b"")
     assert [seen.target for seen in fake.received] == ["/one"]
     assert any("header_timeout" in line["event"] for line in logs)
+
+
+# --- What the stateful fuzz (test_fuzz.py) found, each as its own test.
+
+
+async def test_the_proxy_s_error_answer_to_head_ends_at_its_head(
+    start_proxy: StartProxy, scripted: ScriptedUpstream
+) -> None:
+    """RFC 9110 §9.3.2: an answer to HEAD has no body, the proxy's own JSON error
+    included; a body would be read as the start of the next answer."""
+    proxy = await start_proxy(scripted.url, upstream={"warm_connections": 0})
+    request = b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nHEAD /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    seen = await replay(proxy.port, scripted, Script("head", request, (b"", b"")))
+    first, _, rest = seen.client.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 502 ")
+    assert rest.startswith(b"HTTP/1.1 502 ")  # the next answer, not a JSON body
+    assert rest.endswith(b"\r\n\r\n")
+
+
+async def test_a_refusal_is_not_written_after_an_answer_that_ended_the_connection(
+    proxy: RunningProxy, scripted: ScriptedUpstream, start_proxy: StartProxy
+) -> None:
+    """An answer that says `Connection: close` (or ends a close-delimited body) is the
+    last thing on the connection: a malformed request behind it is logged, not answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
+    answered = await read_until_closed(reader)
+    writer.close()
+    assert answered.count(b"HTTP/1.1 ") == 1
+    assert answered.startswith(b"HTTP/1.1 400 ")
+    # The same behind a body the close delimits (an HTTP/1.0 client, no length).
+    through = await start_proxy(scripted.url)
+    request = (
+        b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n"
+    )
+    seen = await replay(
+        through.port,
+        scripted,
+        Script("delimited", request, (b"HTTP/1.1 200 OK\r\n\r\nhello",), close_after=True),
+    )
+    assert seen.client == b"HTTP/1.0 200 OK\r\n\r\nhello"
+    assert [line["event"] for line in seen.lines] == ["request", "rejected"]
+
+
+async def test_closing_a_connection_the_client_just_reset_does_not_break_shutdown(
+    start_proxy: StartProxy,
+) -> None:
+    """A client that resets mid-body, with the proxy closing before its loop has read
+    the reset: the half-close fails, the connection is aborted, and the shutdown goes on
+    (the pool, the timers and the observers all closed)."""
+    proxy = await start_proxy()
+    sock = socket.create_connection(("127.0.0.1", proxy.port))
+    sock.sendall(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhel")
+    await asyncio.sleep(0.2)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    await proxy.listener.close()
+    assert proxy.listener.deadlines.watched == set()
+
+
+async def test_a_body_waiting_its_turn_is_not_timed_out_for_the_proxy_s_wait(
+    start_proxy: StartProxy, fake: FakeUpstream
+) -> None:
+    """A stalled body is the client's doing only while the proxy reads: time a request
+    waits behind another (reading paused) does not count against limits.body_timeout."""
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        if request.path == "/slow":
+            await asyncio.sleep(0.8)
+        await request.read()
+        return web.Response(text="ok")
+
+    fake.handler = slow
+    proxy = await start_proxy(limits={"body_timeout": 0.5})
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(
+        b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    first = await read_head_and_body(reader)
+    async with asyncio.timeout(5):
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await asyncio.sleep(0.2)
+    writer.write(b"hello")
+    second = parse_response(await read_until_closed(reader))
+    writer.close()
+    assert (first.status, second.status) == (200, 200)
